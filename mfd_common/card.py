@@ -1,0 +1,95 @@
+"""The model card: everything a consumer needs to use an exported MFD model without the training code.
+
+It travels as `model_card.json` next to the checkpoint and at the root of the Triton model repository.
+Checksums let the service refuse a repository whose weights do not match the card they were exported with.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .codec import MetadataCodec
+
+CARD_FORMAT_VERSION = 1
+CARD_FILENAME = "model_card.json"
+
+# Tensor names of the exported models; Triton configs, the service and the tests all use these.
+TRUNK_MODEL = "mfd_trunk"
+HEAD_MODEL = "mfd_head"
+TRUNK_INPUT = "TOKENS"            # uint8 [N, L]
+TRUNK_OUTPUT = "FEATURES"         # float32 [N, D_tech + D_bio], batch-normalised, technical first
+HEAD_INPUT = "CONDITION_CODES"    # float32 [K, codec.width]
+HEAD_OUTPUTS = ("W_TECH", "W_BIO", "BIAS")  # [K, D_tech], [K, D_bio], [K]
+
+
+@dataclass
+class Track:
+    """One trained output track: an experiment identified by id, with its metadata values."""
+
+    id: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class ModelCard:
+    model_name: str
+    seq_len: int
+    onehot_order: int
+    d_tech: int
+    d_bio: int
+    tracks: list[Track]
+    codec: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    checksums: dict[str, str] = field(default_factory=dict)
+    reverse_complement_average: bool = False
+    format_version: int = CARD_FORMAT_VERSION
+
+    @property
+    def d_features(self) -> int:
+        return self.d_tech + self.d_bio
+
+    def metadata_codec(self) -> MetadataCodec:
+        return MetadataCodec.from_dict(self.codec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        data = dict(data)
+        version = data.get("format_version", CARD_FORMAT_VERSION)
+        if version != CARD_FORMAT_VERSION:
+            raise ValueError(f"model card format {version} is not supported (expected {CARD_FORMAT_VERSION})")
+        data["tracks"] = [Track(**t) for t in data["tracks"]]
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelCard":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checksums(card: ModelCard, root: str | Path) -> None:
+    """Raise if any file listed in the card's checksums is missing or differs (paths relative to `root`)."""
+    for relpath, expected in card.checksums.items():
+        path = Path(root) / relpath
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} listed in the model card is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ValueError(f"{path}: sha256 {actual[:12]}… does not match the model card ({expected[:12]}…)")

@@ -1,0 +1,48 @@
+"""DNA ↔ uint8 tokens: the wire format of the trunk (1 byte per base, one-hot happens inside the model).
+
+Codes: A=0, C=1, G=2, T=3, N=4. Lower case (soft-masked repeats in reference FASTAs) maps like upper case.
+IUPAC ambiguity codes other than N are rejected rather than silently turned into N: a caller who sends them
+has most likely sent the wrong file, and a quietly altered sequence would give a quietly altered score.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+ALPHABET = "ACGTN"
+N_CODE = 4
+COMPLEMENT_CODES = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
+
+_LOOKUP = np.full(256, 255, dtype=np.uint8)
+for _code, _base in enumerate(ALPHABET):
+    _LOOKUP[ord(_base)] = _code
+    _LOOKUP[ord(_base.lower())] = _code
+
+
+class InvalidSequenceError(ValueError):
+    """A sequence holds letters outside A/C/G/T/N; `position` is the first offending 0-based index."""
+
+    def __init__(self, position: int, letter: str):
+        self.position = position
+        self.letter = letter
+        super().__init__(f"invalid base {letter!r} at position {position}; allowed: A, C, G, T, N (any case)")
+
+
+def encode(sequence: str) -> np.ndarray:
+    """Encode a DNA string to uint8 codes; raises InvalidSequenceError on any other letter."""
+    raw = np.frombuffer(sequence.encode("ascii", errors="replace"), dtype=np.uint8)
+    codes = _LOOKUP[raw]
+    bad = np.flatnonzero(codes == 255)
+    if bad.size:
+        first = int(bad[0])
+        raise InvalidSequenceError(first, sequence[first])
+    return codes
+
+
+def decode(codes: np.ndarray) -> str:
+    """Inverse of `encode` (upper case)."""
+    return "".join(ALPHABET[c] for c in np.asarray(codes, dtype=np.uint8))
+
+
+def reverse_complement(codes: np.ndarray) -> np.ndarray:
+    """Reverse complement of token arrays along the last axis (works on [L] and [N, L])."""
+    return COMPLEMENT_CODES[np.asarray(codes)][..., ::-1].copy()

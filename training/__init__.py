@@ -1,0 +1,1 @@
+"""Training side of mfd-serve: dataset build, MFD model, independence penalty, train loop, evaluation, export."""
