@@ -17,12 +17,13 @@ CARD_FORMAT_VERSION = 1
 CARD_FILENAME = "model_card.json"
 
 # Tensor names of the exported models; Triton configs, the service and the tests all use these.
+# Triton's libtorch backend maps outputs by the `<name>__<index>` convention, so every name carries its index.
 TRUNK_MODEL = "mfd_trunk"
 HEAD_MODEL = "mfd_head"
-TRUNK_INPUT = "TOKENS"            # uint8 [N, L]
-TRUNK_OUTPUT = "FEATURES"         # float32 [N, D_tech + D_bio], batch-normalised, technical first
-HEAD_INPUT = "CONDITION_CODES"    # float32 [K, codec.width]
-HEAD_OUTPUTS = ("W_TECH", "W_BIO", "BIAS")  # [K, D_tech], [K, D_bio], [K]
+TRUNK_INPUT = "TOKENS__0"            # uint8 [N, L]
+TRUNK_OUTPUT = "FEATURES__0"         # float32 [N, D_tech + D_bio], batch-normalised, technical first
+HEAD_INPUT = "CONDITION_CODES__0"    # float32 [K, codec.width]
+HEAD_OUTPUTS = ("W_TECH__0", "W_BIO__1", "BIAS__2")  # [K, D_tech], [K, D_bio], [K]
 
 
 @dataclass
