@@ -1,0 +1,4 @@
+"""Shared pytest fixtures live in tests/fixtures/*, one module per concern, loaded here as plugins."""
+pytest_plugins = [
+    "tests.fixtures.models",
+]
