@@ -1,0 +1,38 @@
+# mfd-serve: two commands on a fresh machine.
+#   make demo   set up, then serve the bundled demo model (embedded TorchScript, CPU) on http://127.0.0.1:3000
+#   make test   set up, then run the whole test suite (what .ci/run calls)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU torch wheel lies in /opt/wheels on our machines; elsewhere pip uses PIP_EXTRA_INDEX_URL
+# (e.g. https://download.pytorch.org/whl/cpu) so that no CUDA build is pulled.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
+.PHONY: setup tools demo serve test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(FIND_LINKS) -e '.[test]'
+	@$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') and not torch.version.cuda else f'expected CPU torch 2.13.0, got {v} (cuda={torch.version.cuda})')"
+	touch $@
+
+setup: $(VENV)/.installed
+
+tools: setup
+	bash scripts/install_tools.sh
+
+demo: setup
+	$(PY) -m service
+
+serve: demo
+
+test: setup tools
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache
