@@ -1,0 +1,18 @@
+"""Model backends: the same two calls (tokens → features, codes → weights) in-process or through Triton."""
+from __future__ import annotations
+
+from ..repository import ModelRepository
+from ..settings import Settings
+from .base import Backend, BackendUnavailable, HeadWeights
+
+
+def create_backend(settings: Settings, repository: ModelRepository) -> Backend:
+    """Instantiate the configured backend (imports lazily so the embedded path never needs tritonclient)."""
+    if settings.backend == "triton":
+        from .triton import TritonBackend
+        return TritonBackend(settings, repository)
+    from .embedded import EmbeddedBackend
+    return EmbeddedBackend(settings, repository)
+
+
+__all__ = ["Backend", "BackendUnavailable", "HeadWeights", "create_backend"]

@@ -1,0 +1,43 @@
+"""The backend interface. Both backends run exactly the exported TorchScript, so results agree to float noise."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class BackendUnavailable(RuntimeError):
+    """The model server could not be reached or failed the call: a server-side 503, not the client's fault."""
+
+
+@dataclass(frozen=True)
+class HeadWeights:
+    """Output weights for K conditions: w_tech [K, D_tech], w_bio [K, D_bio], bias [K] (float32)."""
+
+    w_tech: np.ndarray
+    w_bio: np.ndarray
+    bias: np.ndarray
+
+
+class Backend(abc.ABC):
+    """tokens → features and condition codes → weights. Implementations must be safe to call concurrently."""
+
+    name: str = "backend"
+
+    async def start(self) -> None:
+        """Load models / connect; called once from the service's start-up hook."""
+
+    async def close(self) -> None:
+        """Release resources."""
+
+    async def ready(self) -> bool:
+        return True
+
+    @abc.abstractmethod
+    async def features(self, tokens: np.ndarray) -> np.ndarray:
+        """uint8 tokens [N, L] → float32 features [N, D_tech + D_bio] (technical first, batch-normalised)."""
+
+    @abc.abstractmethod
+    async def head(self, codes: np.ndarray) -> HeadWeights:
+        """float32 condition codes [K, C] → output weights for those K conditions."""

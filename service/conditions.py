@@ -1,0 +1,111 @@
+"""Requested conditions → output weights, with an LRU cache per distinct condition.
+
+A condition is a trained track id (`"ENCFF001"` or `{"track": "ENCFF001"}`) or any mapping of metadata values
+(`{"biosample": "K562", "lab": "lab-B"}`), including combinations never measured; variables left out are
+"averaged over" exactly as metadata dropout taught the model. Both forms are encoded by `mfd_common.codec`,
+and the cache is keyed by the *codes*, so a track id and its equivalent metadata share one entry and give
+bit-identical results. The head is tiny next to the trunk, but caching still saves a backend round trip
+(Triton) per request on the hot path.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence, Union
+
+import numpy as np
+
+from mfd_common.card import ModelCard
+from mfd_common.codec import MetadataCodec, MetadataError
+
+from .backends.base import Backend, HeadWeights
+from .errors import RequestError
+from .metrics import get_metrics
+
+ConditionInput = Union[str, Mapping[str, Any]]
+TRACK_KEY = "track"
+
+
+@dataclass(frozen=True)
+class ResolvedCondition:
+    """A condition as the service understood it: the track it names (if any) and the metadata it encodes."""
+
+    track: str | None
+    metadata: dict[str, Any]
+    codes: np.ndarray
+
+    def to_json(self, index: int) -> dict[str, Any]:
+        return {"index": index, "track": self.track, "metadata": self.metadata}
+
+
+class ConditionResolver:
+    def __init__(self, card: ModelCard, codec: MetadataCodec, backend: Backend, cache_size: int = 4096):
+        self.codec = codec
+        self.backend = backend
+        self.tracks = {t.id: t.metadata for t in card.tracks}
+        self.cache_size = cache_size
+        self._cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.float32]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ---- parsing -------------------------------------------------------------------------------------
+    def _track(self, track_id: Any, field: str) -> ResolvedCondition:
+        if not isinstance(track_id, str) or track_id not in self.tracks:
+            raise RequestError(field, f"unknown track id {track_id!r}", sorted(self.tracks))
+        metadata = dict(self.tracks[track_id])
+        return ResolvedCondition(track_id, metadata, self.codec.encode(metadata, strict=False))
+
+    def parse(self, condition: ConditionInput, index: int, prefix: str = "conditions") -> ResolvedCondition:
+        field = f"{prefix}[{index}]"
+        if isinstance(condition, str):
+            return self._track(condition, field)
+        if not isinstance(condition, Mapping):
+            raise RequestError(field, "a condition is a track id (string) or a mapping of metadata values")
+        if TRACK_KEY in condition:
+            if len(condition) != 1:
+                extra = sorted(k for k in condition if k != TRACK_KEY)
+                raise RequestError(f"{field}.{extra[0]}", "a condition names either a track or metadata values, "
+                                   "not both")
+            return self._track(condition[TRACK_KEY], f"{field}.{TRACK_KEY}")
+        try:
+            codes = self.codec.encode(condition, strict=True)
+        except MetadataError as exc:
+            message = str(exc)[len(exc.field) + 2:] if str(exc).startswith(f"{exc.field}: ") else str(exc)
+            raise RequestError(f"{field}.{exc.field}", message, exc.allowed) from None
+        return ResolvedCondition(None, dict(condition), codes)
+
+    def parse_many(self, conditions: Sequence[ConditionInput], prefix: str = "conditions") -> list[ResolvedCondition]:
+        return [self.parse(c, i, prefix) for i, c in enumerate(conditions)]
+
+    # ---- weights -------------------------------------------------------------------------------------
+    async def weights(self, resolved: Sequence[ResolvedCondition]) -> HeadWeights:
+        """Stacked weights for `resolved`, in order; one head call for all distinct cache misses."""
+        metrics = get_metrics()
+        keys = [r.codes.tobytes() for r in resolved]
+        found: dict[bytes, tuple[np.ndarray, np.ndarray, np.float32]] = {}
+        missing: dict[bytes, np.ndarray] = {}
+        with self._lock:
+            for key, r in zip(keys, resolved):
+                entry = self._cache.get(key)
+                if entry is not None:
+                    self._cache.move_to_end(key)
+                    found[key] = entry
+                    metrics.cache_hits.inc()
+                elif key not in missing:
+                    missing[key] = r.codes
+                    metrics.cache_misses.inc()
+                else:
+                    metrics.cache_hits.inc()  # duplicate within the request: computed once
+        if missing:
+            head = await self.backend.head(np.stack(list(missing.values())))
+            with self._lock:
+                for i, key in enumerate(missing):
+                    entry = (head.w_tech[i].copy(), head.w_bio[i].copy(), np.float32(head.bias[i]))
+                    found[key] = entry
+                    self._cache[key] = entry
+                    self._cache.move_to_end(key)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        rows = [found[k] for k in keys]
+        return HeadWeights(np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
+                           np.array([r[2] for r in rows], dtype=np.float32))

@@ -1,0 +1,72 @@
+"""Client errors: one exception type that names the offending field, and its one JSON shape.
+
+Every bad input, whatever layer finds it (schema, metadata codec, FASTA lookup, variant check), ends up as
+`{"error": {"field": ..., "message": ..., "allowed": [...]}}` over HTTP and INVALID_ARGUMENT "field: message"
+over gRPC, so clients can point at the exact value to fix. Stack traces never reach a client.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+#: Longest `allowed` list sent back; a genome's contig list can be huge.
+MAX_ALLOWED_LISTED = 200
+
+
+class RequestError(Exception):
+    """A request the service refuses. `status` is the HTTP status; `kind` labels `mfd_errors_total`."""
+
+    def __init__(self, field: str, message: str, allowed: Sequence[Any] | None = None, *,
+                 status: int = 422, kind: str = "invalid_argument"):
+        self.field = field
+        self.message = message
+        self.allowed = list(allowed) if allowed is not None else None
+        self.status = status
+        self.kind = kind
+        super().__init__(f"{field}: {message}")
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"field": self.field, "message": self.message}
+        if self.allowed is not None:
+            body["allowed"] = self.allowed[:MAX_ALLOWED_LISTED]
+            if len(self.allowed) > MAX_ALLOWED_LISTED:
+                body["allowed_truncated"] = len(self.allowed)
+        return {"error": body}
+
+
+def unauthorized() -> RequestError:
+    return RequestError("authorization", "missing or invalid bearer token", status=401, kind="unauthorized")
+
+
+def overloaded(limit: int) -> RequestError:
+    return RequestError("request", f"server busy: {limit} requests in flight; retry later",
+                        status=503, kind="overloaded")
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """pydantic error location → `sequences[3]`, `conditions[0].biosample`, `intervals[2].end`."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("str", "dict[str,union[str,int,float,list[str],none]]", "function-after", "function-plain"):
+            continue  # union branch labels, not fields
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+def from_validation_error(exc: Any) -> RequestError:
+    """Turn the first pydantic error into a RequestError (status and allowed values come from our validators)."""
+    errors = exc.errors(include_url=False)
+    # Prefer our own (mfd_*) errors: in a union they explain more than "input should be a string".
+    ours = [e for e in errors if str(e.get("type", "")).startswith("mfd")]
+    error = (ours or errors)[0]
+    ctx = error.get("ctx") or {}
+    loc = [p for p in error.get("loc", ()) if not (isinstance(p, str) and ("[" in p or p in ("str", "dict")))]
+    return RequestError(
+        str(ctx["field"]) if ctx.get("field") else field_path(loc),
+        str(ctx.get("reason") or error.get("msg", "invalid value")),
+        ctx.get("allowed"),
+        status=int(ctx.get("status", 422)),
+        kind=str(ctx.get("kind", "invalid_argument")),
+    )

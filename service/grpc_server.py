@@ -1,0 +1,266 @@
+"""gRPC: the KServe v2 / Open Inference Protocol, so an unmodified `tritonclient.grpc` client can call us.
+
+BentoML 1.4's new service API has no gRPC, so a `grpc.aio` server runs inside the worker's event loop (started
+from the service's on_startup hook) and calls the same Engine as the HTTP API.
+
+Model `mfd` (MODEL_NAME):
+  inputs   SEQUENCES  BYTES [N]   DNA windows (A/C/G/T/N, exactly seq_len each)
+           CONDITIONS BYTES [K]   one JSON value per condition: "ENCFF001", {"track": …} or {"biosample": …, …}
+                                  (a bare, non-JSON string is taken as a track id)
+  params   biological_only (bool), reverse_complement (bool)
+  outputs  PROBABILITY, LOGIT, LOGIT_BIO, LOGIT_TECH   FP32 [N, K]   (all, or those requested)
+Bad input → INVALID_ARGUMENT "FIELD: message"; missing/wrong `authorization: Bearer …` metadata →
+UNAUTHENTICATED; overload → UNAVAILABLE. Liveness/readiness/metadata RPCs need no token (probes).
+
+Beside it, the typed `mfd.v1.Predictor/Predict` (service/proto/mfd_v1.proto) mirrors POST /predict message for
+message, with the same validation, auth, admission control and metrics.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import deserialize_bytes_tensor
+
+from .engine import Engine
+from .errors import RequestError
+from .gate import limiter, token_ok
+from .metrics import get_metrics
+from .proto import mfd_v1_pb2, mfd_v1_pb2_grpc
+from .schemas import PredictRequest
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "mfd"
+MODEL_VERSION = "1"
+INPUTS = {"SEQUENCES": "sequences", "CONDITIONS": "conditions"}
+OUTPUTS = ("PROBABILITY", "LOGIT", "LOGIT_BIO", "LOGIT_TECH")
+PARAMETERS = ("biological_only", "reverse_complement")
+ENDPOINT = "grpc_model_infer"
+
+
+def grpc_field(field: str) -> str:
+    """REST field names → tensor names (`sequences[2]` → `SEQUENCES[2]`), so errors name what the caller sent."""
+    for tensor, rest in INPUTS.items():
+        if field == rest or field.startswith(rest + "[") or field.startswith(rest + "."):
+            return tensor + field[len(rest):]
+    return field
+
+
+def error_text(error: RequestError, tensor_names: bool = True) -> str:
+    text = f"{grpc_field(error.field) if tensor_names else error.field}: {error.message}"
+    if error.allowed:
+        text += f" (allowed: {', '.join(map(str, error.allowed[:50]))}{' …' if len(error.allowed) > 50 else ''})"
+    return text
+
+
+def _decode_condition(raw: bytes) -> Any:
+    text = raw.decode("utf-8")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # a bare track id
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.settings = engine.settings
+
+    # ---- health & metadata -----------------------------------------------------------------------------
+    async def ServerLive(self, request, context):
+        return service_pb2.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return service_pb2.ServerReadyResponse(ready=await self.engine.backend.ready())
+
+    async def ModelReady(self, request, context):
+        ready = request.name == MODEL_NAME and request.version in ("", MODEL_VERSION)
+        return service_pb2.ModelReadyResponse(ready=ready and await self.engine.backend.ready())
+
+    async def ServerMetadata(self, request, context):
+        return service_pb2.ServerMetadataResponse(name="mfd-serve", version="1", extensions=["mfd"])
+
+    async def ModelMetadata(self, request, context):
+        if request.name != MODEL_NAME:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"model_name: unknown model {request.name!r} "
+                                f"(this server serves {MODEL_NAME!r})")
+        k = service_pb2.ModelMetadataResponse.TensorMetadata
+        return service_pb2.ModelMetadataResponse(
+            name=MODEL_NAME, versions=[MODEL_VERSION], platform="mfd",
+            inputs=[k(name="SEQUENCES", datatype="BYTES", shape=[-1]),
+                    k(name="CONDITIONS", datatype="BYTES", shape=[-1])],
+            outputs=[k(name=name, datatype="FP32", shape=[-1, -1]) for name in OUTPUTS])
+
+    # ---- inference -----------------------------------------------------------------------------------
+    def _parse(self, request) -> tuple[PredictRequest, list[str]]:
+        if request.model_name != MODEL_NAME:
+            raise RequestError("model_name", f"unknown model {request.model_name!r}", [MODEL_NAME])
+        if request.model_version not in ("", MODEL_VERSION):
+            raise RequestError("model_version", f"unknown version {request.model_version!r}", [MODEL_VERSION])
+        values: dict[str, list[Any]] = {}
+        raw = list(request.raw_input_contents)
+        if raw and len(raw) != len(request.inputs):
+            raise RequestError("raw_input_contents", "one raw buffer per input is required")
+        for i, tensor in enumerate(request.inputs):
+            if tensor.name not in INPUTS:
+                raise RequestError(tensor.name, "unknown input", list(INPUTS))
+            if tensor.datatype != "BYTES":
+                raise RequestError(tensor.name, f"datatype must be BYTES, got {tensor.datatype}")
+            if len(tensor.shape) != 1:
+                raise RequestError(tensor.name, f"shape must be [n], got {list(tensor.shape)}")
+            if raw:
+                try:
+                    items = list(deserialize_bytes_tensor(raw[i]))
+                except Exception:  # noqa: BLE001 - malformed length prefixes
+                    raise RequestError(tensor.name, "malformed BYTES tensor") from None
+            else:
+                items = list(tensor.contents.bytes_contents)
+            if len(items) != tensor.shape[0]:
+                raise RequestError(tensor.name, f"shape says {tensor.shape[0]} elements, got {len(items)}")
+            values[tensor.name] = items
+        for name in INPUTS:
+            if name not in values:
+                raise RequestError(name, "input is required", list(INPUTS))
+        try:
+            sequences = [b.decode("ascii") if isinstance(b, bytes) else str(b) for b in values["SEQUENCES"]]
+        except UnicodeDecodeError:
+            raise RequestError("SEQUENCES", "sequences must be ASCII letters A, C, G, T, N") from None
+        try:
+            conditions = [_decode_condition(b) if isinstance(b, bytes) else b for b in values["CONDITIONS"]]
+        except UnicodeDecodeError:
+            raise RequestError("CONDITIONS", "conditions must be UTF-8 JSON") from None
+        params: dict[str, bool] = {}
+        for name, param in request.parameters.items():
+            if name not in PARAMETERS:
+                continue  # tritonclient adds its own (e.g. sequence/priority); ignore unknown ones
+            if param.WhichOneof("parameter_choice") != "bool_param":
+                raise RequestError(f"parameters.{name}", "must be a bool parameter")
+            params[name] = param.bool_param
+        outputs = [o.name for o in request.outputs] or list(OUTPUTS)
+        for name in outputs:
+            if name not in OUTPUTS:
+                raise RequestError("outputs", f"unknown output {name!r}", list(OUTPUTS))
+        parsed = self.engine.parse(PredictRequest, {"sequences": sequences, "conditions": conditions, **params})
+        return parsed, outputs
+
+    async def ModelInfer(self, request, context):
+        async def handle():
+            parsed, outputs = self._parse(request)
+            _, _, scores = await self.engine.predict_arrays(parsed)
+            arrays = {"PROBABILITY": scores.probability, "LOGIT": scores.logit,
+                      "LOGIT_BIO": scores.logit_bio, "LOGIT_TECH": scores.logit_tech}
+            response = service_pb2.ModelInferResponse(model_name=MODEL_NAME, model_version=MODEL_VERSION,
+                                                      id=request.id)
+            for name in outputs:
+                array = np.ascontiguousarray(arrays[name], dtype=np.float32)
+                response.outputs.add(name=name, datatype="FP32", shape=list(array.shape))
+                response.raw_output_contents.append(array.tobytes())
+            return response
+
+        return await guarded(self.engine, context, ENDPOINT, handle)
+
+
+async def guarded(engine: Engine, context, endpoint: str, handle, *, tensor_names: bool = True):
+    """Auth, admission control, metrics and error mapping around one scoring RPC (shared by both APIs)."""
+    settings = engine.settings
+    metrics = get_metrics()
+    start = time.perf_counter()
+    metadata = dict(context.invocation_metadata() or ())
+    if not token_ok(settings, metadata.get("authorization")):
+        metrics.errors.labels(endpoint, "unauthorized").inc()
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "authorization: missing or invalid bearer token")
+    gate = limiter(settings)
+    if not gate.try_acquire():
+        metrics.errors.labels(endpoint, "overloaded").inc()
+        await context.abort(grpc.StatusCode.UNAVAILABLE,
+                            f"server busy: {settings.max_inflight} requests in flight; retry later")
+    gauge = metrics.inflight.labels(endpoint)
+    gauge.inc()
+    failure: tuple[grpc.StatusCode, str]
+    try:
+        return await handle()
+    except RequestError as exc:
+        metrics.errors.labels(endpoint, exc.kind).inc()
+        failure = (grpc.StatusCode.INVALID_ARGUMENT if exc.status < 500 else grpc.StatusCode.UNAVAILABLE,
+                   error_text(exc, tensor_names))
+    except Exception:  # noqa: BLE001 - never leak a trace to the client
+        logger.exception("%s failed", endpoint)
+        metrics.errors.labels(endpoint, "internal").inc()
+        failure = (grpc.StatusCode.INTERNAL, "internal error; see the server log")
+    finally:
+        gate.release()
+        gauge.dec()
+        metrics.request_latency.labels(endpoint, engine.backend.name).observe(time.perf_counter() - start)
+    await context.abort(*failure)
+
+
+class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
+    """`mfd.v1.Predictor`: the typed mirror of POST /predict."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @staticmethod
+    def _request_dict(request) -> dict[str, Any]:
+        from google.protobuf.json_format import MessageToDict
+
+        data: dict[str, Any] = {"conditions": [], "biological_only": request.biological_only,
+                                "reverse_complement": request.reverse_complement}
+        if request.sequences:
+            data["sequences"] = list(request.sequences)
+        if request.sequence_ids:
+            data["sequence_ids"] = list(request.sequence_ids)
+        if request.intervals:
+            data["intervals"] = [{"chrom": i.chrom, "start": i.start, "end": i.end, **({"id": i.id} if i.id else {})}
+                                 for i in request.intervals]
+        for condition in request.conditions:
+            kind = condition.WhichOneof("kind")
+            if kind == "track":
+                data["conditions"].append(condition.track)
+            else:  # Struct numbers arrive as doubles; whole ones go back to int (years, counts)
+                values = MessageToDict(condition.metadata) if kind == "metadata" else {}
+                data["conditions"].append({k: int(v) if isinstance(v, float) and v.is_integer() else v
+                                           for k, v in values.items()})
+        return data
+
+    async def Predict(self, request, context):
+        async def handle():
+            parsed = self.engine.parse(PredictRequest, self._request_dict(request))
+            result = await self.engine.predict(parsed)
+            response = mfd_v1_pb2.PredictResponse(
+                model=result["model"], backend=result["backend"], biological_only=result["biological_only"],
+                reverse_complement=result["reverse_complement"])
+            for condition in result["conditions"]:
+                entry = response.conditions.add(index=condition["index"], track=condition["track"] or "")
+                entry.metadata.update(condition["metadata"])
+            for window in result["results"]:
+                out = response.results.add(index=window["index"], id=window["id"])
+                for s in window["scores"]:
+                    out.scores.add(condition=s["condition"], probability=s["probability"], logit=s["logit"],
+                                   logit_bio=s["logit_bio"], logit_tech=s["logit_tech"], bias=s["bias"])
+            return response
+
+        # Field names as in the proto / HTTP API (`conditions[0].lab`), not KServe tensor names.
+        return await guarded(self.engine, context, "grpc_predict", handle, tensor_names=False)
+
+
+async def start_grpc_server(engine: Engine, host: str, port: int) -> grpc.aio.Server:
+    # SO_REUSEPORT only with several workers (they then share the port); otherwise a port already taken by
+    # another process must fail loudly instead of silently splitting traffic with it.
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", engine.settings.max_body_bytes),
+                                      ("grpc.max_send_message_length", 256 * 1024 * 1024),
+                                      ("grpc.so_reuseport", 1 if engine.settings.workers > 1 else 0)])
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(engine), server)
+    mfd_v1_pb2_grpc.add_PredictorServicer_to_server(PredictorServicer(engine), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise RuntimeError(f"cannot bind the gRPC server to {host}:{port}")
+    await server.start()
+    logger.info("KServe v2 gRPC server listening on %s:%d (model %r)", host, bound, MODEL_NAME)
+    return server

@@ -1,0 +1,96 @@
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Interval(_message.Message):
+    __slots__ = ("chrom", "start", "end", "id")
+    CHROM_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    chrom: str
+    start: int
+    end: int
+    id: str
+    def __init__(self, chrom: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., id: _Optional[str] = ...) -> None: ...
+
+class Condition(_message.Message):
+    __slots__ = ("track", "metadata")
+    TRACK_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    track: str
+    metadata: _struct_pb2.Struct
+    def __init__(self, track: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class PredictRequest(_message.Message):
+    __slots__ = ("sequences", "sequence_ids", "intervals", "conditions", "biological_only", "reverse_complement")
+    SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_IDS_FIELD_NUMBER: _ClassVar[int]
+    INTERVALS_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    BIOLOGICAL_ONLY_FIELD_NUMBER: _ClassVar[int]
+    REVERSE_COMPLEMENT_FIELD_NUMBER: _ClassVar[int]
+    sequences: _containers.RepeatedScalarFieldContainer[str]
+    sequence_ids: _containers.RepeatedScalarFieldContainer[str]
+    intervals: _containers.RepeatedCompositeFieldContainer[Interval]
+    conditions: _containers.RepeatedCompositeFieldContainer[Condition]
+    biological_only: bool
+    reverse_complement: bool
+    def __init__(self, sequences: _Optional[_Iterable[str]] = ..., sequence_ids: _Optional[_Iterable[str]] = ..., intervals: _Optional[_Iterable[_Union[Interval, _Mapping]]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., biological_only: bool = ..., reverse_complement: bool = ...) -> None: ...
+
+class ResolvedCondition(_message.Message):
+    __slots__ = ("index", "track", "metadata")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TRACK_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    track: str
+    metadata: _struct_pb2.Struct
+    def __init__(self, index: _Optional[int] = ..., track: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class Score(_message.Message):
+    __slots__ = ("condition", "probability", "logit", "logit_bio", "logit_tech", "bias")
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    LOGIT_FIELD_NUMBER: _ClassVar[int]
+    LOGIT_BIO_FIELD_NUMBER: _ClassVar[int]
+    LOGIT_TECH_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    condition: int
+    probability: float
+    logit: float
+    logit_bio: float
+    logit_tech: float
+    bias: float
+    def __init__(self, condition: _Optional[int] = ..., probability: _Optional[float] = ..., logit: _Optional[float] = ..., logit_bio: _Optional[float] = ..., logit_tech: _Optional[float] = ..., bias: _Optional[float] = ...) -> None: ...
+
+class WindowResult(_message.Message):
+    __slots__ = ("index", "id", "scores")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    id: str
+    scores: _containers.RepeatedCompositeFieldContainer[Score]
+    def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[Score, _Mapping]]] = ...) -> None: ...
+
+class PredictResponse(_message.Message):
+    __slots__ = ("model", "backend", "biological_only", "reverse_complement", "conditions", "results")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    BIOLOGICAL_ONLY_FIELD_NUMBER: _ClassVar[int]
+    REVERSE_COMPLEMENT_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    backend: str
+    biological_only: bool
+    reverse_complement: bool
+    conditions: _containers.RepeatedCompositeFieldContainer[ResolvedCondition]
+    results: _containers.RepeatedCompositeFieldContainer[WindowResult]
+    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., biological_only: bool = ..., reverse_complement: bool = ..., conditions: _Optional[_Iterable[_Union[ResolvedCondition, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[WindowResult, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,284 @@
+"""Request and response schemas (pydantic v2), shared by the HTTP API, the gRPC server and the OpenAPI spec.
+
+Model-dependent checks (window length, request-size limits) read a validation context
+`{"seq_len": …, "max_sequences": …, "max_conditions": …}`; without one (e.g. when a client builds a request)
+only the shape is checked. Errors carry `mfd_*` types whose context holds the HTTP status and, where it helps,
+the allowed values, which `service.errors.from_validation_error` turns into our error JSON.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional, Union
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from mfd_common import tokens
+
+ALPHABET = list(tokens.ALPHABET)
+MAX_ALLELE_LENGTH = 100
+
+
+def _ctx(info: ValidationInfo) -> dict[str, Any]:
+    return info.context if isinstance(info.context, dict) else {}
+
+
+def _fail(reason: str, *, status: int = 422, kind: str = "invalid_argument", allowed: list | None = None):
+    ctx: dict[str, Any] = {"reason": reason, "status": status, "kind": kind}
+    if allowed is not None:
+        ctx["allowed"] = allowed
+    return PydanticCustomError("mfd_invalid", "{reason}", ctx)
+
+
+def _check_sequence(value: str, info: ValidationInfo) -> str:
+    """Letters first (with the position of the first bad one), then the window length."""
+    try:
+        tokens.encode(value)
+    except tokens.InvalidSequenceError as exc:
+        raise _fail(str(exc), allowed=ALPHABET) from None
+    except UnicodeError:
+        raise _fail("sequence must be ASCII letters A, C, G, T, N", allowed=ALPHABET) from None
+    seq_len = _ctx(info).get("seq_len")
+    if seq_len is not None and len(value) != seq_len:
+        raise _fail(f"sequence length {len(value)} must equal the model's window length {seq_len}")
+    return value
+
+
+def _check_limit(value: Any, info: ValidationInfo, key: str) -> Any:
+    limit = _ctx(info).get(key)
+    if limit is not None and isinstance(value, list) and len(value) > limit:
+        raise _fail(f"{len(value)} items exceed this server's limit of {limit} per request "
+                    f"(split the request)", status=413, kind="too_large")
+    return value
+
+
+def _check_allele(value: str) -> str:
+    if not value:
+        raise _fail("allele must not be empty (write indels VCF-style with the anchor base)")
+    if len(value) > MAX_ALLELE_LENGTH:
+        raise _fail(f"alleles longer than {MAX_ALLELE_LENGTH} bp are not supported")
+    try:
+        tokens.encode(value)
+    except tokens.InvalidSequenceError as exc:
+        raise _fail(str(exc), allowed=ALPHABET) from None
+    return value.upper()
+
+
+DnaSequence = Annotated[str, AfterValidator(_check_sequence)]
+Allele = Annotated[str, AfterValidator(_check_allele)]
+MetadataValue = Union[str, int, float, list[str], None]
+
+
+def _check_condition(value: Any) -> Any:
+    if not isinstance(value, (str, dict)):
+        raise _fail("a condition is a track id (string) or a mapping of metadata values")
+    return value
+
+
+Condition = Annotated[Union[str, dict[str, MetadataValue]], BeforeValidator(_check_condition)]
+
+CONDITIONS_DOC = ("Experimental conditions to score. Each is a trained track id (`\"ENCFF001\"` or "
+                  "`{\"track\": \"ENCFF001\"}`) or a mapping of metadata values such as "
+                  "`{\"biosample\": \"K562\", \"target\": \"CTCF\", \"lab\": \"lab-B\"}`: any subset of the "
+                  "variables listed by GET /metadata, including combinations never measured; omitted "
+                  "variables are averaged over.")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Interval(_Strict):
+    """A genomic window, BED-style: 0-based start, exclusive end; `end - start` must equal the window length."""
+
+    chrom: str = Field(min_length=1, examples=["chr1"])
+    start: int = Field(ge=0, examples=[10000])
+    end: int = Field(examples=[12176])
+    id: Optional[str] = None
+
+    @field_validator("end")
+    @classmethod
+    def _length(cls, end: int, info: ValidationInfo) -> int:
+        start = info.data.get("start")
+        seq_len = _ctx(info).get("seq_len")
+        if start is not None and end <= start:
+            raise _fail(f"end {end} must be greater than start {start}")
+        if start is not None and seq_len is not None and end - start != seq_len:
+            raise _fail(f"interval length {end - start} must equal the model's window length {seq_len}")
+        return end
+
+
+class PredictRequest(_Strict):
+    """Score windows (given as sequences or as intervals of the configured genome) under conditions."""
+
+    sequences: Optional[Annotated[list[DnaSequence], Field(min_length=1)]] = Field(
+        None, description="DNA windows of exactly the model's length (A/C/G/T/N, any case).")
+    sequence_ids: Optional[list[str]] = Field(
+        None, description="Optional ids echoed in the results, one per sequence.")
+    intervals: Optional[Annotated[list[Interval], Field(min_length=1)]] = Field(
+        None, description="Genomic windows read from the server's FASTA (instead of `sequences`).")
+    conditions: Annotated[list[Condition], Field(min_length=1)] = Field(description=CONDITIONS_DOC)
+    biological_only: bool = Field(
+        False, description="Report the biological component alone: technical features held at their mean (0).")
+    reverse_complement: bool = Field(
+        False, description="Average each window with its reverse complement (both strands).")
+
+    @field_validator("sequences", "intervals", mode="before")
+    @classmethod
+    def _window_limit(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_limit(value, info, "max_sequences")
+
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _condition_limit(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_limit(value, info, "max_conditions")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PredictRequest":
+        if (self.sequences is None) == (self.intervals is None):
+            raise PydanticCustomError("mfd_invalid", "{reason}", {
+                "reason": "give exactly one of `sequences` or `intervals`", "status": 422, "field": "sequences",
+                "kind": "invalid_argument", "allowed": ["sequences", "intervals"]})
+        if self.sequence_ids is not None and (self.sequences is None or len(self.sequence_ids) != len(self.sequences)):
+            raise PydanticCustomError("mfd_invalid", "{reason}", {
+                "reason": "`sequence_ids` needs one id per sequence", "status": 422, "kind": "invalid_argument",
+                "field": "sequence_ids"})
+        return self
+
+
+class Variant(_Strict):
+    """A VCF-style variant: 1-based position of the first reference base, reference and alternative alleles."""
+
+    chrom: str = Field(min_length=1, examples=["chr1"])
+    pos: int = Field(ge=1, examples=[20001])
+    ref: Allele = Field(examples=["A"])
+    alt: Allele = Field(examples=["G"])
+    id: Optional[str] = None
+
+    @field_validator("alt")
+    @classmethod
+    def _differs(cls, alt: str, info: ValidationInfo) -> str:
+        if info.data.get("ref") == alt:
+            raise _fail("alt allele equals the ref allele")
+        return alt
+
+
+class VariantRequest(_Strict):
+    """Score variants (alt − ref) under conditions; windows are centred on each variant."""
+
+    variants: Annotated[list[Variant], Field(min_length=1)]
+    conditions: Annotated[list[Condition], Field(min_length=1)] = Field(description=CONDITIONS_DOC)
+    biological_only: bool = False
+    reverse_complement: bool = Field(False, description="Average both strands for ref and alt windows.")
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _variant_limit(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_limit(value, info, "max_sequences")
+
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _condition_limit(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_limit(value, info, "max_conditions")
+
+
+# ---- responses ---------------------------------------------------------------------------------------------
+class ResolvedConditionOut(BaseModel):
+    index: int
+    track: Optional[str] = Field(None, description="The trained track this condition names, if any.")
+    metadata: dict[str, Any] = Field(description="Metadata values the condition was encoded from.")
+
+
+class Score(BaseModel):
+    condition: int = Field(description="Index into `conditions` (the resolved conditions).")
+    track: Optional[str] = None
+    probability: float
+    logit: float = Field(description="logit_bio + logit_tech + bias")
+    logit_bio: float = Field(description="f_bio · w_bio (biological component)")
+    logit_tech: float = Field(description="f_tech · w_tech (technical component; 0 when biological_only)")
+    bias: float
+
+
+class WindowResult(BaseModel):
+    index: int = Field(description="Position of the window in the request.")
+    id: str
+    interval: Optional[Interval] = None
+    scores: list[Score]
+
+
+class PredictResponse(BaseModel):
+    model: str
+    backend: str
+    biological_only: bool
+    reverse_complement: bool
+    conditions: list[ResolvedConditionOut]
+    results: list[WindowResult]
+
+
+class Effect(BaseModel):
+    condition: int
+    track: Optional[str] = None
+    ref_probability: float
+    alt_probability: float
+    ref_logit: float
+    alt_logit: float
+    delta_probability: float = Field(description="alt − ref")
+    delta_logit: float = Field(description="alt − ref")
+    delta_logit_bio: float
+    delta_logit_tech: float
+
+
+class VariantResult(BaseModel):
+    index: int
+    id: str
+    chrom: str
+    pos: int
+    ref: str
+    alt: str
+    window_start: int = Field(description="0-based genomic start of the ref window")
+    effects: list[Effect]
+
+
+class VariantResponse(BaseModel):
+    model: str
+    backend: str
+    biological_only: bool
+    reverse_complement: bool
+    conditions: list[ResolvedConditionOut]
+    results: list[VariantResult]
+
+
+class VariableOut(BaseModel):
+    name: str
+    type: str
+    group: str
+    allowed: Optional[list[str]] = Field(None, description="Vocabulary of categorical variables.")
+    mean: Optional[float] = None
+    std: Optional[float] = None
+
+
+class TrackOut(BaseModel):
+    id: str
+    metadata: dict[str, Any]
+
+
+class MetadataResponse(BaseModel):
+    model: str
+    seq_len: int
+    d_tech: int
+    d_bio: int
+    reverse_complement_average: bool
+    backend: str
+    genome: Optional[dict[str, int]] = Field(None, description="Chromosome lengths of the configured FASTA.")
+    limits: dict[str, int]
+    variables: list[VariableOut]
+    tracks: list[TrackOut]
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+    allowed: Optional[list[Any]] = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,127 @@
+"""The KServe v2 gRPC endpoint, called with an unmodified `tritonclient.grpc` client."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+pytestmark = pytest.mark.slow
+SEQ_LEN = 2176
+
+
+def random_sequences(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice("ACGT") for _ in range(SEQ_LEN)) for _ in range(n)]
+
+
+def bytes_input(name: str, values: list) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, [len(values)], "BYTES")
+    tensor.set_data_from_numpy(np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=object))
+    return tensor
+
+
+def infer(service, sequences: list, conditions: list, *, headers=None, **parameters):
+    client = grpcclient.InferenceServerClient(service.grpc_url)
+    try:
+        encoded = [c if isinstance(c, str) else json.dumps(c) for c in conditions]
+        result = client.infer("mfd", [bytes_input("SEQUENCES", sequences), bytes_input("CONDITIONS", encoded)],
+                              parameters=parameters or None, headers=headers if headers is not None else service.headers)
+        return {name: result.as_numpy(name) for name in ("PROBABILITY", "LOGIT", "LOGIT_BIO", "LOGIT_TECH")}
+    finally:
+        client.close()
+
+
+def grpc_error(service, sequences, conditions, **kwargs) -> InferenceServerException:
+    with pytest.raises(InferenceServerException) as err:
+        infer(service, sequences, conditions, **kwargs)
+    return err.value
+
+
+def test_health_and_metadata_rpcs(mfd_service):
+    client = grpcclient.InferenceServerClient(mfd_service.grpc_url)
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready("mfd") and not client.is_model_ready("nope")
+        metadata = client.get_model_metadata("mfd", as_json=True)
+        assert [i["name"] for i in metadata["inputs"]] == ["SEQUENCES", "CONDITIONS"]
+        assert [o["name"] for o in metadata["outputs"]] == ["PROBABILITY", "LOGIT", "LOGIT_BIO", "LOGIT_TECH"]
+        assert client.get_server_metadata(as_json=True)["name"] == "mfd-serve"
+    finally:
+        client.close()
+
+
+def test_grpc_infer_matches_torchscript_and_http(mfd_service, torchscript_reference):
+    import httpx
+
+    sequences = random_sequences(4, seed=21)
+    conditions = ["ENCFF002", {"track": "ENCFF001"}, {"biosample": "GM12878", "lab": "lab-A", "assay": "ChIP-seq"}]
+    out = infer(mfd_service, sequences, conditions)
+    assert out["LOGIT"].shape == (4, 3) and out["LOGIT"].dtype == np.float32
+    expected = torchscript_reference.scores(sequences, conditions)
+    for name, key in (("LOGIT", "logit"), ("LOGIT_BIO", "logit_bio"), ("LOGIT_TECH", "logit_tech"),
+                      ("PROBABILITY", "probability")):
+        np.testing.assert_allclose(out[name], expected[key], atol=2e-5, rtol=1e-4, err_msg=name)
+    http = httpx.post(f"{mfd_service.http_url}/predict", json={"sequences": sequences, "conditions": conditions},
+                      timeout=60).json()
+    http_logit = np.array([[s["logit"] for s in r["scores"]] for r in http["results"]])
+    np.testing.assert_allclose(out["LOGIT"], http_logit, atol=1e-6)
+    bio = infer(mfd_service, sequences, conditions, biological_only=True)
+    assert np.all(bio["LOGIT_TECH"] == 0)
+    np.testing.assert_allclose(bio["LOGIT_BIO"], out["LOGIT_BIO"], atol=1e-6)
+    assert not np.allclose(bio["LOGIT"], out["LOGIT"], atol=1e-5)
+
+
+@pytest.mark.parametrize("sequences,conditions,fragment", [
+    (["ACGT" * 544, "ACGU" * 544], ["ENCFF001"], "SEQUENCES[1]"),
+    (["ACGT" * 543], ["ENCFF001"], "SEQUENCES[0]"),
+    ([], ["ENCFF001"], "SEQUENCES"),
+    (["ACGT" * 544], [], "CONDITIONS"),
+    (["ACGT" * 544], [{"biosample": "Hela"}], "CONDITIONS[0].biosample"),
+    (["ACGT" * 544], ["ENCFF404"], "CONDITIONS[0]"),
+])
+def test_grpc_bad_input_is_invalid_argument_naming_the_field(mfd_service, sequences, conditions, fragment):
+    error = grpc_error(mfd_service, sequences, conditions)
+    assert error.status() == "StatusCode.INVALID_ARGUMENT", error
+    assert error.message().startswith(fragment + ":"), error.message()
+
+
+def test_grpc_unknown_value_lists_allowed_values(mfd_service):
+    error = grpc_error(mfd_service, ["ACGT" * 544], [{"assay": "ATAC"}])
+    assert "CONDITIONS[0].assay" in error.message() and "ChIP-seq" in error.message()
+
+
+def test_typed_predict_rpc_mirrors_http(mfd_service):
+    import grpc
+    import httpx
+    from google.protobuf import struct_pb2
+
+    from service.proto import mfd_v1_pb2 as pb
+    from service.proto import mfd_v1_pb2_grpc as pb_grpc
+
+    sequences = random_sequences(3, seed=22)
+    metadata = {"biosample": "K562", "target": "HNF4A", "lab": "lab-C", "release_year": 2016}
+    request = pb.PredictRequest(sequences=sequences, sequence_ids=["a", "b", "c"], biological_only=False)
+    request.conditions.add(track="ENCFF002")
+    request.conditions.add(metadata=struct_pb2.Struct())
+    request.conditions[1].metadata.update(metadata)
+    with grpc.insecure_channel(mfd_service.grpc_url) as channel:
+        stub = pb_grpc.PredictorStub(channel)
+        response = stub.Predict(request, timeout=60)
+        bad = pb.PredictRequest(sequences=sequences)
+        bad.conditions.add(metadata=struct_pb2.Struct())
+        bad.conditions[0].metadata.update({"lab": "lab-Z"})
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Predict(bad, timeout=60)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("conditions[0].lab:") and "lab-A" in err.value.details()
+    assert [r.id for r in response.results] == ["a", "b", "c"]
+    assert response.conditions[0].track == "ENCFF002" and response.conditions[1].metadata["biosample"] == "K562"
+    http = httpx.post(f"{mfd_service.http_url}/predict", json={
+        "sequences": sequences, "conditions": ["ENCFF002", metadata]}, timeout=60).json()
+    typed = np.array([[s.logit for s in r.scores] for r in response.results])
+    expected = np.array([[s["logit"] for s in r["scores"]] for r in http["results"]])
+    np.testing.assert_allclose(typed, expected, atol=1e-6)

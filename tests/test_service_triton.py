@@ -1,0 +1,120 @@
+"""The service with the Triton backend (a real tritonserver), and both Triton protocols in-process."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from service.backends import BackendUnavailable
+from service.backends.embedded import EmbeddedBackend
+from service.backends.triton import TritonBackend
+from service.repository import load_repository
+from service.settings import Settings
+
+pytestmark = pytest.mark.slow
+SEQ_LEN = 2176
+
+
+def random_sequences(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice("ACGT") for _ in range(SEQ_LEN)) for _ in range(n)]
+
+
+def matrix(response: dict, key: str) -> np.ndarray:
+    return np.array([[s[key] for s in r["scores"]] for r in response["results"]])
+
+
+def test_triton_backed_service_equals_embedded(mfd_service, mfd_triton_service):
+    sequences = random_sequences(6, seed=31)
+    payload = {"sequences": sequences, "conditions": ["ENCFF001", {"biosample": "HepG2", "lab": "lab-C"}, {}]}
+    embedded = httpx.post(f"{mfd_service.http_url}/predict", json=payload, timeout=60).json()
+    triton = httpx.post(f"{mfd_triton_service.http_url}/predict", json=payload, headers=mfd_triton_service.headers,
+                        timeout=60)
+    assert triton.status_code == 200, triton.text
+    triton = triton.json()
+    assert triton["backend"] == "triton" and embedded["backend"] == "embedded"
+    for key in ("logit", "logit_bio", "logit_tech", "probability"):
+        np.testing.assert_allclose(matrix(triton, key), matrix(embedded, key), atol=2e-5, err_msg=key)
+    assert triton["conditions"] == embedded["conditions"]
+
+
+def test_triton_backed_variants_and_grpc(mfd_service, mfd_triton_service, service_genome):
+    chrom = service_genome.sequences["chr1"]
+    payload = {"variants": [{"chrom": "chr1", "pos": 12000, "ref": chrom[11999], "alt": "N"}],
+               "conditions": ["ENCFF004"], "biological_only": True}
+    a = httpx.post(f"{mfd_service.http_url}/predict_variants", json=payload, timeout=60).json()
+    b = httpx.post(f"{mfd_triton_service.http_url}/predict_variants", json=payload,
+                   headers=mfd_triton_service.headers, timeout=60).json()
+    assert abs(a["results"][0]["effects"][0]["delta_logit"] - b["results"][0]["effects"][0]["delta_logit"]) < 2e-5
+    client = grpcclient.InferenceServerClient(mfd_triton_service.grpc_url)
+    try:
+        seqs = np.array([s.encode() for s in random_sequences(2, seed=32)], dtype=object)
+        conds = np.array([b'"ENCFF003"'], dtype=object)
+        inputs = [grpcclient.InferInput("SEQUENCES", [2], "BYTES"), grpcclient.InferInput("CONDITIONS", [1], "BYTES")]
+        inputs[0].set_data_from_numpy(seqs)
+        inputs[1].set_data_from_numpy(conds)
+        with pytest.raises(InferenceServerException) as err:
+            client.infer("mfd", inputs)
+        assert err.value.status() == "StatusCode.UNAUTHENTICATED"
+        result = client.infer("mfd", inputs, headers=mfd_triton_service.headers).as_numpy("LOGIT")
+    finally:
+        client.close()
+    http = httpx.post(f"{mfd_service.http_url}/predict", json={
+        "sequences": [s.decode() for s in seqs], "conditions": ["ENCFF003"]}, timeout=60).json()
+    np.testing.assert_allclose(result, matrix(http, "logit"), atol=2e-5)
+
+
+def test_auth_required_when_token_configured(mfd_triton_service):
+    url = mfd_triton_service.http_url
+    payload = {"sequences": random_sequences(1, seed=33), "conditions": ["ENCFF001"]}
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret-token"}):
+        r = httpx.post(f"{url}/predict", json=payload, headers=headers, timeout=30)
+        assert r.status_code == 401 and r.json()["error"]["field"] == "authorization", r.text
+    assert httpx.get(f"{url}/metadata", timeout=30).status_code == 401
+    assert httpx.get(f"{url}/metadata", headers=mfd_triton_service.headers, timeout=30).status_code == 200
+    assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200  # probes stay open
+    assert "mfd_errors_total" in httpx.get(f"{url}/metrics", timeout=30).text
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert 'mfd_errors_total{endpoint="predict",kind="unauthorized"}' in metrics
+    assert 'mfd_triton_roundtrip_seconds_count{model="mfd_trunk",protocol="grpc"}' in metrics
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_triton_backend_protocols_match_embedded(protocol, triton_server, exported_repository):
+    """Both tritonclient protocols, driven by the service's backend class, agree with the embedded backend."""
+    repository = load_repository(exported_repository)
+    base = Settings(model_repository=exported_repository)
+    url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
+    triton = TritonBackend(dataclasses.replace(base, backend="triton", triton_url=url, triton_protocol=protocol),
+                           repository)
+    embedded = EmbeddedBackend(base, repository)
+    rng = np.random.default_rng(5)
+    tokens = rng.integers(0, 5, size=(300, SEQ_LEN), dtype=np.uint8)  # > max_batch_size 256: split client-side
+    codes = repository.codec.encode_many([t.metadata for t in repository.card.tracks])
+
+    async def run():
+        await triton.start()
+        await embedded.start()
+        try:
+            results = (await triton.features(tokens), await embedded.features(tokens),
+                       await triton.head(codes), await embedded.head(codes))
+        finally:
+            await triton.close()
+            await embedded.close()
+        with pytest.raises(BackendUnavailable, match="mfd_trunk"):  # a dead connection is the server's 503
+            await triton.features(tokens[:2])
+        return results
+
+    f_triton, f_embedded, h_triton, h_embedded = asyncio.run(run())
+    assert f_triton.shape == (300, repository.card.d_features)
+    np.testing.assert_allclose(f_triton, f_embedded, atol=1e-5)
+    for a, b in zip((h_triton.w_tech, h_triton.w_bio, h_triton.bias), (h_embedded.w_tech, h_embedded.w_bio,
+                                                                       h_embedded.bias)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-6)
