@@ -1,0 +1,127 @@
+"""The training CLI end to end on the tiny demo: checkpoint + card, round trip, resume, evaluate, DDP, errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mfd_common.card import ModelCard
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "model.channels=8", "--set", "train.batch_size=32", "--set", "train.threads=1",
+        "--set", "data.negative_fraction=0.5", "--no-progress"]
+
+
+def cli(*args: str, module: str = "training.train", launcher: list[str] | None = None,
+        timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = (launcher or [sys.executable, "-m"]) + [module, *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def history(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_train_checkpoint_card_round_trip_and_resume(tiny_demo_dir, tmp_path):
+    config = str(tiny_demo_dir / "config.yaml")
+    out = tmp_path / "run"
+    first = cli("--config", config, "--out", str(out), "--set", "train.epochs=2", "--stop-after", "1", *TINY)
+    assert first.returncode == 0, first.stderr
+    assert "[mfd] epoch 1/2" in first.stdout and "val AUROC" in first.stdout and "epoch 2/2" not in first.stdout
+    for name in ("model.safetensors", "model_card.json", "train_state.pt", "history.jsonl"):
+        assert (out / name).is_file(), name
+    card = ModelCard.load(out / "model_card.json")
+    assert [t.id for t in card.tracks][:2] == ["DEMO001", "DEMO002"] and len(card.tracks) == 14
+    assert card.tracks[2].metadata["target"] == "GATA1" and isinstance(card.tracks[2].metadata["read_depth"], float)
+    assert card.d_tech + card.d_bio == 16 and card.seq_len == 2176 and card.onehot_order == 2
+    assert card.config["penalty"]["kind"] == "covariance" and card.config["model"]["channels"] == 8
+    assert len(card.checksums["model.safetensors"]) == 64 and card.versions["torch"] == torch.__version__
+    codec = card.metadata_codec()
+    assert codec.by_name["lab"].vocabulary == ["lab-A", "lab-B", "lab-C"]
+    val = card.metrics["val"]
+    assert 0.0 <= val["auroc_mean"] <= 1.0 and set(val["per_track"]) == {t.id for t in card.tracks}
+    assert "mean_abs_corr" in val["independence"] and card.metrics["epoch"] == 1
+
+    # round trip: the loaded checkpoint reproduces the card's validation metrics exactly
+    from training.checkpoint import load_checkpoint
+    from training.config import load_config
+    from training.dataset import load_training_data
+    from training.evaluate import metrics_from_predictions, predict
+    model, loaded_card = load_checkpoint(out)
+    data = load_training_data(load_config(tiny_demo_dir / "config.yaml"), splits=("val",))
+    codes = codec.encode_many([t.metadata for t in loaded_card.tracks], strict=False)
+    np.testing.assert_array_equal(codes, data.codes)
+    again = metrics_from_predictions(predict(model, data.splits["val"], codes), data.tracks.ids, model.d_tech)
+    assert again["auroc_mean"] == pytest.approx(val["auroc_mean"], abs=1e-6)
+
+    # refuses to overwrite, then resumes to epoch 2 and matches an uninterrupted 2-epoch run
+    refused = cli("--config", config, "--out", str(out), "--set", "train.epochs=2", *TINY)
+    assert refused.returncode == 2 and "already holds a checkpoint" in refused.stderr
+    resumed = cli("--config", config, "--out", str(out), "--set", "train.epochs=2", "--resume", *TINY)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout and "epoch 2/2" in resumed.stdout and "epoch 1/2" not in resumed.stdout
+    steps = [h["step"] for h in history(out)]
+    assert len(steps) == 2 and steps[1] == 2 * steps[0]
+    straight = tmp_path / "straight"
+    full = cli("--config", config, "--out", str(straight), "--set", "train.epochs=2", *TINY)
+    assert full.returncode == 0, full.stderr
+    a, b = load_file(str(out / "model.safetensors")), load_file(str(straight / "model.safetensors"))
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    final = ModelCard.load(out / "model_card.json").metrics
+    assert final["epoch"] == 2 and "test" in final  # test metrics are computed once, after the last epoch
+
+    # evaluate CLI on the test split
+    evaluated = cli(str(out), "--config", config, "--split", "test", module="training.evaluate")
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads(evaluated.stdout)["test"]
+    assert metrics["windows"] > 0 and 0.0 <= metrics["auroc_mean"] <= 1.0 and len(metrics["per_track"]) == 14
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(tiny_demo_dir, tmp_path):
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+    result = cli("--config", str(tiny_demo_dir / "config.yaml"), "--out", str(out), "--set", "train.epochs=1",
+                 *TINY, launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("[mfd] epoch 1/1") == 1  # only rank 0 reports and writes
+    card = ModelCard.load(out / "model_card.json")
+    train_windows = card.metrics["val"]["windows"]  # sanity: metrics exist
+    assert train_windows > 0
+    # two ranks × 16 windows per step: steps = train windows // (2 × 16)
+    from training.config import load_config
+    from training.dataset import load_training_data
+    cfg = load_config(tiny_demo_dir / "config.yaml", {"data.negative_fraction": 0.5})
+    n_train = len(load_training_data(cfg, splits=("train",)).splits["train"])
+    assert history(out)[0]["step"] == n_train // 2 // 16
+
+
+def test_cli_errors_are_clear(tiny_demo_dir, tmp_path):
+    config = str(tiny_demo_dir / "config.yaml")
+    bad = cli("--config", config, "--out", str(tmp_path / "x"), "--set", "penalty.kind=cov")
+    assert bad.returncode == 2
+    assert "config: penalty.kind: must be one of none, covariance, adversarial" in bad.stderr
+    missing = cli("--config", config, "--out", str(tmp_path / "x"), "--set", "data.fasta=nowhere.fa")
+    assert missing.returncode == 2 and "nowhere.fa does not exist" in missing.stderr
+    not_fasta = cli("--config", config, "--out", str(tmp_path / "x"), "--set", "data.fasta=tracks.tsv")
+    assert not_fasta.returncode == 2 and "is not a FASTA file" in not_fasta.stderr
+    assert "Traceback" not in bad.stderr + missing.stderr + not_fasta.stderr
+
+
+def test_adversarial_run_trains_and_checkpoints_its_discriminator(tiny_demo_dir, tmp_path):
+    out = tmp_path / "adv"
+    result = cli("--config", str(tiny_demo_dir / "config.yaml"), "--out", str(out), "--set", "train.epochs=1",
+                 "--set", "penalty.kind=adversarial", "--set", "penalty.weight=0.5",
+                 "--set", "train.max_steps_per_epoch=6", *TINY)
+    assert result.returncode == 0, result.stderr
+    train = history(out)[0]["train"]
+    assert train["disc"] > 0.3 and train["penalty"] != 0.0  # the discriminator ran and the model paid for it
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    assert state["discriminator"] and state["discriminator_optimizer"]["state"]

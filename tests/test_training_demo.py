@@ -1,0 +1,85 @@
+"""On the demo data with planted truth: MFD learns, and its biological read-out is free of the planted GC bias.
+
+The baseline (same trunk, plain head, no penalty) has no way to keep lab-A's GC artefacts out of its logits for a
+lab-A track; MFD can route them through the technical subspace (lab is technical metadata), and the independence
+penalty keeps the biological features from carrying GC along. We measure the correlation of each model's
+biological logits for a GC-biased lab-A track with the planted per-bin GC on held-out chromosomes.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from training.checkpoint import load_checkpoint
+from training.config import load_config
+from training.dataset import load_training_data
+from training.evaluate import predict
+from training.metrics import pearson
+
+GC_TRACK_TARGET = ("K562", "GATA1", "lab-A")  # AT-rich motif measured by the GC-biased lab
+# Measured on this setup (seed 0): baseline +0.44, MFD bio -0.16, MFD tech +0.61. The margin is half the gap.
+MIN_MARGIN = 0.3
+
+
+def _held_out(demo_data_dir):
+    cfg = load_config(demo_data_dir / "config.yaml")
+    data = load_training_data(cfg, splits=("val", "test"))
+    truth = np.load(demo_data_dir / "truth.npz")
+    return data, truth
+
+
+def _gc_of(windows, truth) -> np.ndarray:
+    return np.array([truth[f"gc/{windows.chroms[c]}"][b] for c, b in zip(windows.chrom_index, windows.bins)])
+
+
+@pytest.fixture(scope="module")
+def readouts(demo_models, demo_data_dir):
+    data, truth = _held_out(demo_data_dir)
+    info = json.loads((demo_data_dir / "truth.json").read_text())["tracks"]
+    track = next(tid for tid, t in info.items() if (t["biosample"], t["target"], t["lab"]) == GC_TRACK_TARGET)
+    k = data.tracks.ids.index(track)
+    result = {"track": track}
+    for name, path in demo_models.items():
+        model, card = load_checkpoint(path)
+        per_split = []
+        for split in ("val", "test"):
+            windows = data.splits[split]
+            pred = predict(model, windows, data.codes)
+            per_split.append((pred, _gc_of(windows, truth), windows.labels[:, k]))
+        gc = np.concatenate([p[1] for p in per_split])
+        bio = np.concatenate([p[0]["logits_bio"][:, k] for p in per_split])
+        tech = np.concatenate([p[0]["logits_tech"][:, k] for p in per_split])
+        total = np.concatenate([p[0]["logits"][:, k] for p in per_split])
+        result[name] = {"corr_bio_gc": pearson(bio, gc), "corr_tech_gc": pearson(tech, gc),
+                        "corr_total_gc": pearson(total, gc), "card": card,
+                        "history": [json.loads(line) for line in (path / "history.jsonl").read_text().splitlines()]}
+    print({name: {k: v for k, v in r.items() if k.startswith("corr")} for name, r in result.items() if name != "track"})
+    return result
+
+
+@pytest.mark.slow
+def test_both_models_learn_the_planted_biology(readouts):
+    for name in ("mfd", "baseline"):
+        history = readouts[name]["history"]
+        assert history[-1]["train"]["task"] < 0.85 * history[0]["train"]["task"], name  # loss decreases
+        val = readouts[name]["card"].metrics["val"]
+        assert val["auroc_mean"] > 0.7, (name, val["auroc_mean"])
+
+
+@pytest.mark.slow
+def test_mfd_biological_logits_are_free_of_the_planted_gc_bias(readouts):
+    mfd, baseline = readouts["mfd"], readouts["baseline"]
+    # the bias is really there: the baseline's read-out for the lab-A track follows GC
+    assert baseline["corr_bio_gc"] > 0.3, baseline["corr_bio_gc"]
+    # MFD's biological read-out follows it much less, by a real margin …
+    assert mfd["corr_bio_gc"] < baseline["corr_bio_gc"] - MIN_MARGIN, (mfd["corr_bio_gc"], baseline["corr_bio_gc"])
+    # … because the technical read-out took it (the full prediction still fits lab-A's GC-biased peaks)
+    assert mfd["corr_tech_gc"] > mfd["corr_bio_gc"] + MIN_MARGIN, (mfd["corr_tech_gc"], mfd["corr_bio_gc"])
+
+
+@pytest.mark.slow
+def test_penalty_reduces_bio_tech_cross_correlation(readouts):
+    # same trunk and schedule; only MFD is penalised, so its latent halves are far less correlated
+    mfd = readouts["mfd"]["card"].metrics["val"]["independence"]
+    baseline = readouts["baseline"]["card"].metrics["val"]["independence"]
+    assert mfd["mean_abs_corr"] < 0.7 * baseline["mean_abs_corr"], (mfd, baseline)

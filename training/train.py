@@ -1,0 +1,360 @@
+"""Train an MFD model (or the plain-head baseline): `python -m training.train --config CONFIG [--out DIR]`.
+
+One file, top to bottom, in the order things happen (nanoGPT style): set up (distributed or not), build the data,
+build the model, loop over epochs, evaluate and checkpoint after each. The output folder is a checkpoint
+(`model.safetensors`, `model_card.json`) plus `train_state.pt` (optimizer, scheduler, epoch) so `--resume`
+continues where a run stopped, and `history.jsonl` with one line of metrics per epoch.
+
+Multi-process: launch with `torchrun --nproc_per_node N -m training.train …`; gloo on CPU, nccl on GPU.
+`train.batch_size` is the global batch; each rank takes batch_size / world_size windows.
+
+Randomness is seeded from (seed, epoch, rank) at the start of every epoch, so a resumed run draws the same
+batches, augmentations and dropout masks as one that never stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from mfd_common.card import ModelCard, Track
+from mfd_common.codec import NUMERIC_TYPES, MetadataCodec, is_missing
+
+from .checkpoint import TRAIN_STATE_FILENAME, WEIGHTS_FILENAME, load_checkpoint, load_train_state, save_checkpoint
+from .config import Config, ConfigError, load_config, parse_overrides
+from .dataset import TrackTableError, TrainingData, WindowDataset, collate_batched, load_training_data
+from .evaluate import metrics_from_predictions, predict
+from .genome import GenomeError
+from .model import MFDModel
+from .peaks import PeakFileError
+from .penalty import AdversarialPenalty, cross_covariance_penalty
+
+HISTORY_FILENAME = "history.jsonl"
+
+
+# ---- setup ------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Runtime:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def setup_runtime(device_pref: str, threads: int | None = None) -> Runtime:
+    """Join the process group when launched by torchrun; choose the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = device_pref.startswith("cuda") or (device_pref == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise ConfigError("train.device", "cuda requested but no CUDA device is available")
+    if world > 1:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
+    else:
+        rank, local_rank = 0, 0
+    if use_cuda:
+        device = torch.device(device_pref if ":" in device_pref else f"cuda:{local_rank}")
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+        if threads is None and world > 1:  # don't let N processes each grab every core
+            threads = max(1, (os.cpu_count() or 1) // world)
+    if threads:
+        torch.set_num_threads(threads)
+    return Runtime(rank, world, device)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2 ** 32))
+
+
+# ---- pieces of the step -----------------------------------------------------------------------------------
+
+def metadata_dropout(codes: torch.Tensor, variable_masks: torch.Tensor, p: float) -> torch.Tensor:
+    """Zero whole variables' code slices for random (track, variable) pairs.
+
+    Why: at serving time a request may leave variables out, and the codec encodes "unspecified" as zeros. The
+    model only learns what zeros mean if it sees them in training, for every variable.
+    """
+    if p <= 0:
+        return codes
+    drop = (torch.rand(codes.shape[0], variable_masks.shape[0], device=codes.device) < p).float()
+    keep = 1.0 - (drop @ variable_masks).clamp(max=1.0)
+    return codes * keep
+
+
+def lr_lambda(total_steps: int, warmup: int):
+    """Linear warm-up, then cosine decay to 10 % of the peak learning rate."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def typed_metadata(codec: MetadataCodec, row: dict[str, Any]) -> dict[str, Any]:
+    """TSV strings → JSON values for the card (numbers as numbers, missing values left out)."""
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if is_missing(value):
+            continue
+        variable = codec.by_name[name]
+        if variable.type in ("float",):
+            out[name] = float(value)
+        elif variable.type == "int":
+            out[name] = int(float(value))
+        else:
+            out[name] = value
+    return out
+
+
+def init_output_bias(model: MFDModel, labels: np.ndarray) -> None:
+    """Start every track's bias at the logit of its training positive rate.
+
+    Peaks cover a few percent of bins; from a zero bias, Adam needs ~1/lr steps just to learn that base rate,
+    which on a CPU-sized run is most of the budget. Starting there lets the first steps go to the sequence.
+    """
+    rate = np.clip(labels.mean(axis=0), 1e-4, 1 - 1e-4)
+    logit = torch.as_tensor(np.log(rate / (1 - rate)), dtype=torch.float32)
+    with torch.no_grad():
+        if model.cfg.head_kind == "baseline":
+            model.head.bias.copy_(logit)
+        else:  # one shared bias unit; per-track offsets are learnt from the metadata
+            model.head.to_bias.bias.fill_(float(logit.mean()))
+
+
+def versions() -> dict[str, str]:
+    import mfd_common  # noqa: F401
+    try:
+        from importlib.metadata import version
+        package = version("mfd-serve")
+    except Exception:  # not installed as a distribution (running from the source tree)
+        package = "source"
+    return {"mfd-serve": package, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def build_card(cfg: Config, data: TrainingData, model: MFDModel, metrics: dict[str, Any]) -> ModelCard:
+    return ModelCard(
+        model_name=cfg.name, seq_len=cfg.model.seq_len, onehot_order=cfg.model.onehot_order,
+        d_tech=model.d_tech, d_bio=model.d_bio,
+        tracks=[Track(id=tid, metadata=typed_metadata(data.codec, row))
+                for tid, row in zip(data.tracks.ids, data.tracks.metadata)],
+        codec=data.codec.to_dict(), config=cfg.to_dict(), metrics=metrics, versions=versions(),
+    )
+
+
+# ---- the run ----------------------------------------------------------------------------------------------
+
+def evaluate_split(model: MFDModel, data: TrainingData, split: str, cfg: Config, device: torch.device) -> dict:
+    pred = predict(model, data.splits[split], data.codes, batch_size=cfg.train.eval_batch_size, device=device,
+                   max_windows=cfg.train.eval_max_windows)
+    return metrics_from_predictions(pred, data.tracks.ids, model.d_tech)
+
+
+def run(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = False,
+        progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Train according to `cfg`, writing the checkpoint to `out`; returns the final metrics (rank 0)."""
+    out = Path(out)
+    rt = setup_runtime(cfg.train.device, cfg.train.threads)
+    try:
+        return _run(cfg, out, rt, resume=resume, force=force, progress=progress, stop_after=stop_after)
+    finally:
+        if rt.distributed:
+            dist.destroy_process_group()
+
+
+def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, progress: bool,
+         stop_after: int | None = None) -> dict[str, Any]:
+    if not resume and not force and (out / WEIGHTS_FILENAME).exists():
+        raise FileExistsError(f"{out} already holds a checkpoint; pass --resume to continue it or --force to "
+                              f"start over")
+    seed_everything(cfg.seed)
+    data = load_training_data(cfg)
+    if rt.main:
+        sizes = ", ".join(f"{k}: {len(v)}" for k, v in data.splits.items())
+        print(f"[mfd] {len(data.tracks)} tracks, codec width {data.codec.width}; windows {sizes}", flush=True)
+
+    model = MFDModel(dataclasses.replace(cfg.model), data.codec, n_tracks=len(data.tracks)).to(rt.device)
+    init_output_bias(model, data.splits["train"].labels)
+    model.to(rt.device)
+    codes = torch.as_tensor(data.codes, device=rt.device)
+    variable_masks = torch.as_tensor(np.stack([data.codec.variable_mask(v.name) for v in data.codec.variables]),
+                                     dtype=torch.float32, device=rt.device)
+    adversary = None
+    if cfg.penalty.kind == "adversarial":
+        adversary = AdversarialPenalty(model.d_bio, model.d_tech, cfg.penalty.disc_hidden, cfg.penalty.disc_lr,
+                                       cfg.penalty.disc_steps).to(rt.device)
+
+    train_set = WindowDataset(data.splits["train"], cfg.model.seq_len, cfg.data.augment, seed=cfg.seed)
+    local_batch = max(2, cfg.train.batch_size // rt.world)
+    sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=rt.world, rank=rt.rank, shuffle=True,
+                                                  seed=cfg.seed, drop_last=True)
+    loader = torch.utils.data.DataLoader(train_set, batch_size=local_batch, sampler=sampler, drop_last=True,
+                                         collate_fn=collate_batched, num_workers=cfg.train.num_workers)
+    steps_per_epoch = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader),
+                                                                                    cfg.train.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise ConfigError("train.batch_size", f"larger than the training split ({len(train_set)} windows)")
+    total_steps = steps_per_epoch * cfg.train.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, min(100, total_steps // 10 + 1)))
+
+    start_epoch, step, history = 0, 0, []
+    if resume:
+        state = load_train_state(out)
+        if state is None:
+            raise FileNotFoundError(f"--resume: {out / TRAIN_STATE_FILENAME} does not exist")
+        saved_model_cfg = json.loads(state["config"])["model"]
+        if saved_model_cfg != dataclasses.asdict(cfg.model):
+            raise ConfigError("model", f"differs from the checkpoint being resumed ({out}); resume with the same "
+                                       f"model config")
+        loaded, _ = load_checkpoint(out)
+        model.load_state_dict(loaded.state_dict())
+        optimizer.load_state_dict(state["optimizer"])  # restores the current lr; the scheduler continues from it
+        scheduler.load_state_dict(state["scheduler"])
+        if adversary is not None and "discriminator" in state:
+            adversary.disc.load_state_dict(state["discriminator"])
+            adversary.optimizer.load_state_dict(state["discriminator_optimizer"])
+        start_epoch, step, history = int(state["epoch"]), int(state["step"]), json.loads(state["history"])
+        if rt.main:
+            print(f"[mfd] resuming {out} at epoch {start_epoch} (step {step})", flush=True)
+
+    net: torch.nn.Module = model
+    if rt.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+            find_unused_parameters=cfg.model.head_kind == "mfd")
+
+    metrics: dict[str, Any] = history[-1]["metrics"] if history else {}
+    for epoch in range(start_epoch, cfg.train.epochs):
+        seed_everything(cfg.seed * 1000 + epoch * 10 + rt.rank)
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        net.train()
+        sums = {"loss": 0.0, "task": 0.0, "penalty": 0.0, "disc": 0.0}
+        started = time.perf_counter()
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not (progress and rt.main),
+                   leave=False, dynamic_ncols=True, file=sys.stderr)
+        for i, (tokens, labels) in enumerate(loader):
+            if i >= steps_per_epoch:
+                break
+            tokens, labels = tokens.to(rt.device, non_blocking=True), labels.to(rt.device, non_blocking=True)
+            output = net(tokens, metadata_dropout(codes, variable_masks, cfg.train.metadata_dropout))
+            task = F.binary_cross_entropy_with_logits(output["logits"], labels)
+            f = output["features"]
+            f_tech, f_bio = f[:, :model.d_tech], f[:, model.d_tech:]
+            penalty = torch.zeros((), device=rt.device)
+            if cfg.penalty.kind == "covariance":
+                penalty = cross_covariance_penalty(f_bio, f_tech)
+            elif adversary is not None:
+                sums["disc"] += adversary.discriminator_step(f_bio, f_tech)
+                penalty = adversary(f_bio, f_tech)
+            ramp = min(1.0, (step + 1) / cfg.penalty.warmup_steps) if cfg.penalty.warmup_steps else 1.0
+            loss = task + cfg.penalty.weight * ramp * penalty
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            sums["loss"] += float(loss.detach())
+            sums["task"] += float(task.detach())
+            sums["penalty"] += float(penalty.detach())
+            bar.update(1)
+            bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.4f}", pen=f"{sums['penalty'] / (i + 1):.3f}")
+        bar.close()
+        elapsed = time.perf_counter() - started
+        train_stats = {k: v / steps_per_epoch for k, v in sums.items()}
+        train_stats["windows_per_s"] = steps_per_epoch * local_batch * rt.world / elapsed
+
+        if rt.distributed:
+            dist.barrier()
+        if rt.main:
+            metrics = {"epoch": epoch + 1, "step": step, "train": train_stats,
+                       "val": evaluate_split(model, data, "val", cfg, rt.device)}
+            if epoch + 1 == cfg.train.epochs and "test" in data.splits:
+                metrics["test"] = evaluate_split(model, data, "test", cfg, rt.device)
+            history.append({"epoch": epoch + 1, "metrics": metrics})
+            val = metrics["val"]
+            print(f"[mfd] epoch {epoch + 1}/{cfg.train.epochs} step {step}: loss {train_stats['loss']:.4f} "
+                  f"(task {train_stats['task']:.4f}, penalty {train_stats['penalty']:.4f}) "
+                  f"{train_stats['windows_per_s']:.0f} windows/s | val AUROC {val['auroc_mean']:.4f} "
+                  f"AUPRC {val['auprc_mean']:.4f} | bio–tech mean |corr| "
+                  f"{val['independence']['mean_abs_corr']:.4f}", flush=True)
+            train_state = {
+                "epoch": epoch + 1, "step": step, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "config": json.dumps(cfg.to_dict()),
+                "history": json.dumps(history),
+            }
+            if adversary is not None:
+                train_state["discriminator"] = adversary.disc.state_dict()
+                train_state["discriminator_optimizer"] = adversary.optimizer.state_dict()
+            save_checkpoint(model, build_card(cfg, data, model, metrics), out, train_state)
+            with open(out / HISTORY_FILENAME, "a") as handle:
+                handle.write(json.dumps({"epoch": epoch + 1, "step": step, "train": train_stats,
+                                         "val": {k: v for k, v in metrics["val"].items() if k != "per_track"}})
+                             + "\n")
+        if rt.distributed:
+            dist.barrier()
+        if stop_after is not None and epoch + 1 - start_epoch >= stop_after and epoch + 1 < cfg.train.epochs:
+            if rt.main:
+                print(f"[mfd] stopping after {stop_after} epoch(s) of this run; continue with --resume", flush=True)
+            break
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train an MFD model (or the baseline) from a YAML config.")
+    parser.add_argument("--config", required=True, help="YAML config (see training/configs/demo.yaml)")
+    parser.add_argument("--out", help="checkpoint folder (default: runs/<name>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from train_state.pt")
+    parser.add_argument("--force", action="store_true", help="overwrite a checkpoint already in --out")
+    parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                        help="override a config field, e.g. --set train.epochs=2 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--stop-after", type=int, metavar="N",
+                        help="stop after N epochs of this invocation (the schedule still spans train.epochs), e.g. "
+                             "to fit a job's wall-clock limit; continue with --resume")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, parse_overrides(args.set))
+        out = Path(args.out) if args.out else Path("runs") / cfg.name
+        metrics = run(cfg, out, resume=args.resume, force=args.force, progress=not args.no_progress,
+                      stop_after=args.stop_after)
+    except (ConfigError, GenomeError, PeakFileError, TrackTableError, FileExistsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0 and metrics:
+        summary = {split: {k: metrics[split][k] for k in ("auroc_mean", "auprc_mean")}
+                   for split in ("val", "test") if split in metrics}
+        print(f"[mfd] done: {out} {json.dumps(summary)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
