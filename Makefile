@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # (e.g. https://download.pytorch.org/whl/cpu) so that no CUDA build is pulled.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup tools demo serve test bench clean
+.PHONY: setup tools demo serve test image-test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,14 @@ serve: demo
 test: setup tools
 	$(PY) -m pytest
 
+# The container image build + run (podman, mmdebstrap base; 4-8 minutes): kept out of `make test` for time.
+image-test: setup tools
+	$(PY) -m pytest -m image
+
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) -m bench.bench_training
+	$(PY) -m bench.bench_trunk
+	$(PY) -m bench.bench_service
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -14,7 +14,7 @@ import pytest
 
 from tests.fixtures.infra import REPO_ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.image]
 
 
 @pytest.mark.timeout(1500)
