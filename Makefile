@@ -31,7 +31,7 @@ serve: demo
 test: setup tools
 	$(PY) -m pytest
 
-# The container image build + run (podman, mmdebstrap base; 4-8 minutes): kept out of `make test` for time.
+# The container image build + run alone (podman, mmdebstrap base; 3-8 minutes; also part of `make test`).
 image-test: setup tools
 	$(PY) -m pytest -m image
 

@@ -208,7 +208,9 @@ def send_traffic(service) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(exported_repository: Path, mfd_service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(exported_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Prometheus scraping an embedded service, a Triton-backed service and Triton, all started here: the series
+    must hold only this module's traffic (the session's services also serve other modules' bad-input tests)."""
     from tests.fixtures.service import run_service
     from tests.fixtures.triton import TritonServer, build_python_backend_repository
 
@@ -226,7 +228,8 @@ def stack(exported_repository: Path, mfd_service, tmp_path_factory: pytest.TempP
     try:
         with run_service(exported_repository, workdir / "svc_triton",
                          env={"MFD_BACKEND": "triton", "MFD_TRITON_URL": triton.grpc_url,
-                              "MFD_TRITON_PROTOCOL": "grpc"}) as triton_service:
+                              "MFD_TRITON_PROTOCOL": "grpc"}) as triton_service, \
+                run_service(exported_repository, workdir / "svc_embedded") as mfd_service:
             targets = [
                 ScrapeTarget("mfd-service", triton_service.http_url.removeprefix("http://"),
                              {"namespace": NAMESPACE, "pod": "mfd-service-triton"}),

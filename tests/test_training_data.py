@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mfd_common.tokens import decode, encode, reverse_complement
+from mfd_common.tokens import decode, reverse_complement
 from training.config import AugmentConfig, ConfigError, load_config
 from training.dataset import TrackTableError, WindowDataset, build_windows, load_training_data
 from training.genome import Genome, GenomeError

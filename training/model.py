@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mfd_common.codec import GROUPS, MetadataCodec
+from mfd_common.codec import MetadataCodec
 
 POOL_LAYERS = 7  # stem pool + six tower pools: one output position per 128 bp
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mfd_common.card import ModelCard, Track
-from mfd_common.codec import NUMERIC_TYPES, MetadataCodec, is_missing
+from mfd_common.codec import MetadataCodec, is_missing
 
 from .checkpoint import TRAIN_STATE_FILENAME, WEIGHTS_FILENAME, load_checkpoint, load_train_state, save_checkpoint
 from .config import Config, ConfigError, load_config, parse_overrides
