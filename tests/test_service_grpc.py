@@ -2,20 +2,15 @@
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from tests.fixtures.service import random_sequences
+
 pytestmark = pytest.mark.slow
-SEQ_LEN = 2176
-
-
-def random_sequences(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return ["".join(rng.choice("ACGT") for _ in range(SEQ_LEN)) for _ in range(n)]
 
 
 def bytes_input(name: str, values: list) -> grpcclient.InferInput:

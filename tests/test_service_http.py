@@ -2,25 +2,16 @@
 from __future__ import annotations
 
 import concurrent.futures
-import random
 
 import httpx
 import numpy as np
 import pytest
 
 
+from tests.fixtures.service import SEQ_LEN, matrix, random_sequences
+
 pytestmark = pytest.mark.slow
-SEQ_LEN = 2176
 ATOL = 2e-5
-
-
-def random_sequences(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return ["".join(rng.choice("ACGT") for _ in range(SEQ_LEN)) for _ in range(n)]
-
-
-def matrix(response: dict, key: str) -> np.ndarray:
-    return np.array([[s[key] for s in r["scores"]] for r in response["results"]])
 
 
 def post(service, path: str, payload, **kwargs) -> httpx.Response:

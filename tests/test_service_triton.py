@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
 
 import httpx
 import numpy as np
@@ -17,17 +16,9 @@ from service.backends.triton import TritonBackend
 from service.repository import load_repository
 from service.settings import Settings
 
+from tests.fixtures.service import SEQ_LEN, matrix, random_sequences
+
 pytestmark = pytest.mark.slow
-SEQ_LEN = 2176
-
-
-def random_sequences(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return ["".join(rng.choice("ACGT") for _ in range(SEQ_LEN)) for _ in range(n)]
-
-
-def matrix(response: dict, key: str) -> np.ndarray:
-    return np.array([[s[key] for s in r["scores"]] for r in response["results"]])
 
 
 def test_triton_backed_service_equals_embedded(mfd_service, mfd_triton_service):
