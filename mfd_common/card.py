@@ -85,11 +85,17 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def verify_checksums(card: ModelCard, root: str | Path) -> None:
-    """Raise if any file listed in the card's checksums is missing or differs (paths relative to `root`)."""
+def verify_checksums(card: ModelCard, root: str | Path, *, allow_missing: bool = False) -> None:
+    """Raise if any file listed in the card's checksums differs, or is missing (paths relative to `root`).
+
+    `allow_missing` serves consumers that hold only part of the files (the service on the Triton backend keeps
+    the card while the weights live on the Triton host): files present are still checked, so a stale copy is caught.
+    """
     for relpath, expected in card.checksums.items():
         path = Path(root) / relpath
         if not path.is_file():
+            if allow_missing:
+                continue
             raise FileNotFoundError(f"{path} listed in the model card is missing")
         actual = sha256_file(path)
         if actual != expected:

@@ -16,6 +16,12 @@ _LOOKUP = np.full(256, 255, dtype=np.uint8)
 for _code, _base in enumerate(ALPHABET):
     _LOOKUP[ord(_base)] = _code
     _LOOKUP[ord(_base.lower())] = _code
+# Reference genomes carry IUPAC ambiguity codes (R, Y, K, M…) in a few places; there they mean "unknown base".
+_LOOKUP_AMBIGUOUS_AS_N = _LOOKUP.copy()
+for _letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+    for _byte in (ord(_letter), ord(_letter.lower())):
+        if _LOOKUP_AMBIGUOUS_AS_N[_byte] == 255:
+            _LOOKUP_AMBIGUOUS_AS_N[_byte] = N_CODE
 
 
 class InvalidSequenceError(ValueError):
@@ -27,10 +33,13 @@ class InvalidSequenceError(ValueError):
         super().__init__(f"invalid base {letter!r} at position {position}; allowed: A, C, G, T, N (any case)")
 
 
-def encode(sequence: str) -> np.ndarray:
-    """Encode a DNA string to uint8 codes; raises InvalidSequenceError on any other letter."""
+def encode(sequence: str, *, ambiguous_as_n: bool = False) -> np.ndarray:
+    """Encode a DNA string to uint8 codes; raises InvalidSequenceError on any other character.
+
+    `ambiguous_as_n` maps every other letter to N: right for a reference FASTA, wrong for a request (see above).
+    """
     raw = np.frombuffer(sequence.encode("ascii", errors="replace"), dtype=np.uint8)
-    codes = _LOOKUP[raw]
+    codes = (_LOOKUP_AMBIGUOUS_AS_N if ambiguous_as_n else _LOOKUP)[raw]
     bad = np.flatnonzero(codes == 255)
     if bad.size:
         first = int(bad[0])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mfd_common.card import CARD_FILENAME, HEAD_MODEL, TRUNK_MODEL, ModelCard, sha256_file
+from mfd_common.card import CARD_FILENAME, HEAD_MODEL, TRUNK_MODEL, ModelCard, verify_checksums
 from mfd_common.codec import MetadataCodec
 
 
@@ -60,15 +60,10 @@ def load_repository(root: str | Path, *, require_models: bool = True) -> ModelRe
         codec = card.metadata_codec()
     except (ValueError, KeyError, TypeError) as exc:
         raise RepositoryError(f"{card_path}: {exc}") from exc
-    for relpath, expected in card.checksums.items():
-        path = root / relpath
-        if not path.is_file():
-            if require_models:
-                raise RepositoryError(f"{path} is listed in the model card but missing")
-            continue
-        actual = sha256_file(path)
-        if actual != expected:
-            raise RepositoryError(f"{path}: sha256 {actual[:12]}… does not match the model card ({expected[:12]}…)")
+    try:
+        verify_checksums(card, root, allow_missing=not require_models)
+    except (FileNotFoundError, ValueError) as exc:
+        raise RepositoryError(str(exc)) from exc
     repo = ModelRepository(root=root, card=card, codec=codec)
     if require_models:
         for path in (repo.trunk_path, repo.head_path):

@@ -20,6 +20,13 @@ def test_tokens_reject_iupac_with_position():
     assert err.value.position == 3 and "'R'" in str(err.value)
 
 
+def test_reference_mode_maps_ambiguity_codes_to_n_but_still_rejects_non_letters():
+    assert tokens.encode("ACgRyN", ambiguous_as_n=True).tolist() == [0, 1, 2, 4, 4, 4]
+    with pytest.raises(tokens.InvalidSequenceError) as err:
+        tokens.encode("AC-G", ambiguous_as_n=True)
+    assert err.value.position == 2
+
+
 def test_codec_encodes_partial_conditions_and_rejects_unknown_values():
     codec = tiny_codec()
     full = codec.encode({"biosample": "K562", "target": "CTCF", "release_year": "2016-03-01"})

@@ -13,28 +13,19 @@ from pathlib import Path
 import numpy as np
 import pyfaidx
 
-from mfd_common.tokens import N_CODE
+from mfd_common.tokens import InvalidSequenceError, encode
 
 
 class GenomeError(ValueError):
     """The FASTA is missing, is not a FASTA, or lacks a requested chromosome."""
 
 
-_LOOKUP = np.full(256, 255, dtype=np.uint8)
-for _letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
-    _LOOKUP[ord(_letter)] = _LOOKUP[ord(_letter.lower())] = N_CODE
-for _code, _base in enumerate("ACGT"):
-    _LOOKUP[ord(_base)] = _LOOKUP[ord(_base.lower())] = _code
-
-
 def sequence_to_tokens(sequence: str, where: str = "sequence") -> np.ndarray:
     """Encode a reference sequence; letters other than ACGT become N, anything else is an error."""
-    raw = np.frombuffer(sequence.encode("ascii", errors="replace"), dtype=np.uint8)
-    codes = _LOOKUP[raw]
-    bad = np.flatnonzero(codes == 255)
-    if bad.size:
-        raise GenomeError(f"{where}: invalid character {sequence[int(bad[0])]!r} at position {int(bad[0])}")
-    return codes
+    try:
+        return encode(sequence, ambiguous_as_n=True)
+    except InvalidSequenceError as err:
+        raise GenomeError(f"{where}: invalid character {err.letter!r} at position {err.position}") from None
 
 
 class Genome:
