@@ -9,11 +9,11 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .codec import MetadataCodec
 
-CARD_FORMAT_VERSION = 1
+CARD_FORMAT_VERSION = 2  # 2: reference codec, per-track bias, seq_len in bases
 CARD_FILENAME = "model_card.json"
 
 # Tensor names of the exported models; Triton configs, the service and the tests all use these.
@@ -28,14 +28,27 @@ HEAD_OUTPUTS = ("W_TECH__0", "W_BIO__1", "BIAS__2")  # [K, D_tech], [K, D_bio], 
 
 @dataclass
 class Track:
-    """One trained output track: an experiment identified by id, with its metadata values."""
+    """One trained output track: an experiment identified by id, with its metadata values and its own bias.
+
+    `bias` is the track's free bias (the reference's `bias[track]`): a request naming the track gets exactly it.
+    """
 
     id: str
     metadata: dict[str, Any]
+    bias: Optional[float] = None
+
+
+# How a condition that is not a trained track gets its bias (MFD has a free bias per trained track only).
+BIAS_RULE_DOCS = {
+    "nearest_tracks_mean": "mean bias of the trained tracks that agree with the condition on the most metadata "
+                           "variables (an exact match gets that track's bias)",
+}
 
 
 @dataclass
 class ModelCard:
+    """`seq_len` is the request window in *bases* (the reference's seq_len + seq_order − 1: 2177 for 2176)."""
+
     model_name: str
     seq_len: int
     onehot_order: int
@@ -48,6 +61,7 @@ class ModelCard:
     versions: dict[str, str] = field(default_factory=dict)
     checksums: dict[str, str] = field(default_factory=dict)
     reverse_complement_average: bool = False
+    bias_rule: str = "nearest_tracks_mean"
     format_version: int = CARD_FORMAT_VERSION
 
     @property

@@ -31,12 +31,20 @@ def save_checkpoint(model: MFDModel, card: ModelCard, directory: str | Path,
     save_file(state, str(directory / WEIGHTS_FILENAME))
     card.config = {**card.config, "model": dataclasses.asdict(model.cfg)}
     card.d_tech, card.d_bio = model.d_tech, model.d_bio
-    card.seq_len, card.onehot_order = model.cfg.seq_len, model.cfg.onehot_order
+    card.seq_len, card.onehot_order = model.cfg.window_bases, model.cfg.seq_order
     card.checksums = {WEIGHTS_FILENAME: sha256_file(directory / WEIGHTS_FILENAME)}
     if train_state is not None:
-        torch.save(train_state, directory / TRAIN_STATE_FILENAME)
+        save_train_state(directory, train_state)
     card.save(directory / CARD_FILENAME)
     return directory
+
+
+def save_train_state(directory: str | Path, train_state: dict[str, Any]) -> None:
+    """Write the resumable state atomically, so a crash mid-write never leaves a torn file behind."""
+    path = Path(directory) / TRAIN_STATE_FILENAME
+    partial = path.with_suffix(".partial")
+    torch.save(train_state, partial)
+    partial.replace(path)
 
 
 def load_checkpoint(directory: str | Path, map_location: str = "cpu") -> tuple[MFDModel, ModelCard]:
@@ -48,7 +56,8 @@ def load_checkpoint(directory: str | Path, map_location: str = "cpu") -> tuple[M
     card = ModelCard.load(card_path)
     verify_checksums(card, directory)
     cfg = ModelConfig(**card.config["model"])
-    model = MFDModel(cfg, MetadataCodec.from_dict(card.codec), n_tracks=len(card.tracks))
+    codec = MetadataCodec.from_dict(card.codec)
+    model = MFDModel(cfg, codec, n_tracks=len(card.tracks))
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILENAME), device=map_location))
     return model.eval(), card
 

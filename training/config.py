@@ -1,26 +1,30 @@
-"""Training configuration: typed dataclasses loaded from YAML, strict about every key.
+"""Training configuration: pydantic models loaded from YAML, strict about every key, defaults = the reference.
 
-Why strict: a misspelt key (`penalty.wieght`) that is silently ignored trains a different model than the user
-asked for, and nobody notices until the numbers look odd. So unknown keys are errors, and every error names the
-full field path (`config: penalty.kind: must be one of none, covariance, adversarial`).
+Why strict: a misspelt key (`penalty.coef`) that is silently ignored trains a different model than the user asked
+for. Unknown keys are errors, and every error names the full field path (`config: penalty.kind: …`).
 
-Relative paths in `data` are resolved against the directory of the config file, so a config travels with its
-data folder (the demo writes `demo_data/config.yaml` next to the files it names).
+The defaults are the authors' recipe (HealthML/MFD): Adam with amsgrad at lr 1e-3, batch 256, covariance penalty
+at coeff 0.01 with no warm-up, no dropout, no metadata dropout, best `val/loss` checkpoint kept. Our additions
+(metadata dropout, AdamW, cosine schedule, gradient clipping, penalty warm-up, output-bias initialisation) are
+named options, off unless a config turns them on.
+
+`metadata` is the authors' mapping YAML: inline, or `metadata: {mapping: file.yaml}` (or `--mapping FILE`).
+Relative paths resolve against the config file's directory, so a config travels with its data folder.
 """
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Union
+from typing import Any, Literal, Mapping, Optional
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
-from mfd_common.codec import GROUPS, GroupLayout, Variable
+from mfd_common.codec import GroupLayout, Variable
 
+from .mapping import MappingError, load_mapping, parse_mapping
 from .model import ModelConfig
+from .penalty import PENALTY_KINDS
 
 
 class ConfigError(ValueError):
@@ -31,198 +35,119 @@ class ConfigError(ValueError):
         super().__init__(f"config: {path}: {message}" if path else f"config: {message}")
 
 
-@dataclass
-class SplitConfig:
-    """Chromosome-based split: whole chromosomes are held out, so no window leaks across splits.
+# Unknown keys are errors; booleans are strict ("yes" is not a boolean); numbers may be written as YAML strings
+# such as 1e-3 (PyYAML reads that as a string).
+ModelConfig.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
 
-    `train: null` means every chromosome not named in val or test.
-    """
 
-    val: list[str] = field(default_factory=list)
-    test: list[str] = field(default_factory=list)
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(_Strict):
+    """Chromosome-based split: whole chromosomes are held out. `train: null` = every other chromosome."""
+
+    val: list[str] = Field(default_factory=list)
+    test: list[str] = Field(default_factory=list)
     train: Optional[list[str]] = None
 
 
-@dataclass
-class AugmentConfig:
-    reverse_complement: bool = True   # flip tokens, keep labels (peaks have no strand)
-    max_shift: int = 3                # uniform shift in [-max_shift, max_shift] bp; labels kept
+class AugmentConfig(_Strict):
+    reverse_complement: StrictBool = True   # the reference: random reverse complement, p = 0.5
+    max_shift: int = Field(3, ge=0)   # the reference: random shift of ±3 bases
 
 
-@dataclass
-class DataConfig:
+class DataConfig(_Strict):
     fasta: str = ""
     metadata: str = ""                 # track metadata TSV, one row per track
     peaks: str = "{peaks}"             # peak file per track: template filled from the TSV row, relative to the TSV
     id_column: str = "id"
     bin_size: int = 128
-    chromosomes: Optional[list[str]] = None  # restrict to these (default: all chromosomes named by the split)
-    max_n_fraction: float = 0.1        # windows with more N than this are dropped
-    negative_fraction: float = 1.0     # keep this share of windows without any peak (all windows with a peak kept)
-    stride_bins: int = 1               # one window per `stride_bins` bins
-    split: SplitConfig = field(default_factory=SplitConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    chromosomes: Optional[list[str]] = None
+    max_n_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    negative_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    stride_bins: int = Field(1, ge=1)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
 
-@dataclass
-class VariableConfig:
-    type: Literal["category", "multilabel", "float", "int", "year"] = "category"
-    group: Literal["biological", "technical"] = "biological"
-    intermediate: Literal["embed", "multihot", "identity"] = "multihot"
-    intermediate_dim: int = 8
-    separator: str = ","
+class PenaltyConfig(_Strict):
+    kind: Literal["none", "covariance", "adversarial", "predictor", "covariance+adversarial",
+                  "covariance+predictor"] = "covariance"
+    coeff: float = Field(0.01, ge=0.0)  # the reference's coeff_cov: loss = BCE + coeff · (sum of terms)
+    norm: Literal["frobenius", "l1"] = "frobenius"   # the reference's cov_norm: true → Frobenius
+    hidden: int = Field(1024, ge=1)     # dim_hidden_discriminator (discriminator and predictors)
+    layers: int = Field(3, ge=0)        # num_hidden_discriminator
+    lr: float = Field(1e-3, gt=0.0)     # lr_discriminator (own Adam with amsgrad)
+    generator_every: int = Field(1, ge=1)  # num_steps_discriminator: model steps on every n-th batch
+    warmup_steps: int = Field(0, ge=0)  # ours: linear ramp of coeff
 
 
-@dataclass
-class GroupConfig:
-    direct: list[str] = field(default_factory=list)
-    interact: list[str] = field(default_factory=list)
-    out_dim: int = 32
+class TrainConfig(_Strict):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    optimizer: Literal["adam_amsgrad", "adamw"] = "adam_amsgrad"
+    weight_decay: float = Field(0.0, ge=0.0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    grad_clip: float = Field(0.0, ge=0.0)        # ours: 0 = off
+    metadata_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # ours: zero a variable's codes per (track, step)
+    init_output_bias: StrictBool = False               # ours: start each track's bias at its positive rate's logit
+    keep: Literal["best_val_loss", "last"] = "best_val_loss"
+    device: str = "auto"
+    num_workers: int = Field(0, ge=0)
+    threads: Optional[int] = Field(None, ge=1)
+    max_steps_per_epoch: Optional[int] = Field(None, ge=1)
+    eval_max_windows: Optional[int] = Field(None, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
+            raise ValueError(f"must be auto, cpu or cuda, got {value!r}")
+        return value
 
 
-@dataclass
-class MetadataConfig:
-    variables: dict[str, VariableConfig] = field(default_factory=dict)
-    groups: dict[str, GroupConfig] = field(default_factory=dict)
-
-    def to_codec_spec(self) -> tuple[list[Variable], dict[str, GroupLayout]]:
-        """Unfitted `mfd_common.codec` variables and group layouts (vocabularies are fitted from the TSV)."""
-        variables = [Variable(name=name, type=v.type, group=v.group, intermediate=v.intermediate,
-                              intermediate_dim=v.intermediate_dim, separator=v.separator)
-                     for name, v in self.variables.items()]
-        groups = {name: GroupLayout(direct=list(g.direct), interact=list(g.interact), out_dim=g.out_dim)
-                  for name, g in self.groups.items()}
-        return variables, groups
-
-
-@dataclass
-class PenaltyConfig:
-    kind: Literal["none", "covariance", "adversarial"] = "covariance"
-    weight: float = 1.0
-    warmup_steps: int = 0              # linear ramp of the weight, so the trunk first learns something to split
-    disc_hidden: int = 64              # adversarial only: discriminator MLP width
-    disc_lr: float = 1e-3
-    disc_steps: int = 1                # discriminator updates per model update
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    metadata_dropout: float = 0.1      # probability of zeroing one variable's code slice for one track per step
-    device: str = "auto"               # auto | cpu | cuda
-    num_workers: int = 0
-    threads: Optional[int] = None      # torch CPU threads per process (default: torch's choice / cores ÷ ranks)
-    max_steps_per_epoch: Optional[int] = None
-    eval_max_windows: Optional[int] = None
-    eval_batch_size: int = 256
-
-
-@dataclass
-class Config:
+class Config(_Strict):
     name: str = "mfd"
     seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    metadata: MetadataConfig = field(default_factory=MetadataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    penalty: PenaltyConfig = field(default_factory=PenaltyConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    base_dir: str = "."                # directory relative paths resolve against (set by the loader)
+    data: DataConfig = Field(default_factory=DataConfig)
+    metadata: dict[str, Any] = Field(default_factory=dict)   # the authors' mapping (or {mapping: FILE})
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    penalty: PenaltyConfig = Field(default_factory=PenaltyConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    base_dir: str = Field(".", exclude=True)
 
     def resolve(self, relpath: str) -> Path:
         path = Path(relpath).expanduser()
         return path if path.is_absolute() else Path(self.base_dir) / path
 
+    def mapping(self) -> dict[str, Any]:
+        """The mapping YAML as a dict, read from its file when the config names one."""
+        if set(self.metadata) == {"mapping"}:
+            return load_mapping(self.resolve(str(self.metadata["mapping"])))
+        return self.metadata
+
+    def codec_spec(self) -> tuple[list[Variable], dict[str, GroupLayout]]:
+        """Unfitted codec variables and group layouts (vocabularies are fitted from the tracks)."""
+        source = str(self.resolve(str(self.metadata["mapping"]))) if set(self.metadata) == {"mapping"} else "config: metadata"
+        return parse_mapping(self.mapping(), source)
+
+    to_codec_spec = codec_spec
+
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data.pop("base_dir")
+        data = self.model_dump(mode="json")
+        data["model"] = asdict(self.model)
+        data["metadata"] = self.mapping()
         return data
 
-
-# ---- generic, strict dataclass construction ---------------------------------------------------------------
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(str(a) for a in typing.get_args(tp))
-    if origin in (list,):
-        return f"a list of {_describe(typing.get_args(tp)[0])}"
-    if origin in (dict,):
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
-
-
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _convert(args[0], value, path)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(path, f"must be one of {', '.join(map(str, allowed))}, got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(path, f"must be {_describe(tp)}, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(path, f"must be a mapping, got {value!r}")
-        _, item = typing.get_args(tp)
-        return {str(k): _convert(item, v if v is not None else {}, f"{path}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, path)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(path, f"must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(path, f"must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(path, f"must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(path, f"must be a string, got {value!r}")
-        return value
-    return value
-
-
-def build(cls: type, data: Any, path: str = "") -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError with the path."""
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(path, f"must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(map(str, data)) - names)
-    if unknown:
-        where = f"{path}.{unknown[0]}" if path else unknown[0]
-        raise ConfigError(where, f"unknown key (allowed: {', '.join(sorted(names))})")
-    kwargs = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-# ---- semantic validation -----------------------------------------------------------------------------------
 
 def validate(cfg: Config) -> None:
     """Checks that need more than one field; every message names the field path."""
     try:
         cfg.model.validate()
-    except ValueError as err:  # ModelConfig messages already start with "model.<field>"
+    except ValueError as err:  # ModelConfig messages start with "model.<field>"
         field_name, _, message = str(err).partition(" ")
         raise ConfigError(field_name, message) from None
     if cfg.data.bin_size != cfg.model.bin_size:
@@ -238,58 +163,18 @@ def validate(cfg: Config) -> None:
         overlap |= set(cfg.data.split.train) & (set(cfg.data.split.val) | set(cfg.data.split.test))
     if overlap:
         raise ConfigError("data.split", f"chromosomes in more than one split: {', '.join(sorted(overlap))}")
-    if not 0.0 <= cfg.data.max_n_fraction <= 1.0:
-        raise ConfigError("data.max_n_fraction", f"must be in [0, 1], got {cfg.data.max_n_fraction}")
-    if not 0.0 < cfg.data.negative_fraction <= 1.0:
-        raise ConfigError("data.negative_fraction", f"must be in (0, 1], got {cfg.data.negative_fraction}")
-    if cfg.data.stride_bins < 1:
-        raise ConfigError("data.stride_bins", f"must be >= 1, got {cfg.data.stride_bins}")
-    if cfg.data.augment.max_shift < 0:
-        raise ConfigError("data.augment.max_shift", f"must be >= 0, got {cfg.data.augment.max_shift}")
-
-    if not cfg.metadata.variables:
-        raise ConfigError("metadata.variables", "declare at least one metadata variable")
-    for name, variable in cfg.metadata.variables.items():
-        if variable.intermediate_dim < 1:
-            raise ConfigError(f"metadata.variables.{name}.intermediate_dim", "must be >= 1")
-        if variable.intermediate == "identity" and variable.type in ("category", "multilabel"):
-            pass  # identity on a one-hot is the same as multihot; allowed
-    if set(cfg.metadata.groups) != set(GROUPS):
-        missing = sorted(set(GROUPS) - set(cfg.metadata.groups))
-        extra = sorted(set(cfg.metadata.groups) - set(GROUPS))
-        if extra:
-            raise ConfigError(f"metadata.groups.{extra[0]}", f"unknown group (allowed: {', '.join(GROUPS)})")
-        raise ConfigError(f"metadata.groups.{missing[0]}", "is required")
-    for group_name, group in cfg.metadata.groups.items():
-        if not group.direct and not group.interact:
-            raise ConfigError(f"metadata.groups.{group_name}", "lists no variables")
-        for kind in ("direct", "interact"):
-            for i, name in enumerate(getattr(group, kind)):
-                where = f"metadata.groups.{group_name}.{kind}[{i}]"
-                if name not in cfg.metadata.variables:
-                    raise ConfigError(where, f"unknown variable {name!r} (declared: "
-                                             f"{', '.join(cfg.metadata.variables)})")
-                if cfg.metadata.variables[name].group != group_name:
-                    raise ConfigError(where, f"variable {name!r} is declared in group "
-                                             f"{cfg.metadata.variables[name].group!r}")
-
-    if cfg.penalty.weight < 0:
-        raise ConfigError("penalty.weight", f"must be >= 0, got {cfg.penalty.weight}")
+    if not cfg.metadata:
+        raise ConfigError("metadata", "give the metadata mapping (inline, or `mapping: FILE`)")
+    try:
+        cfg.codec_spec()
+    except MappingError as err:
+        raise ConfigError(f"metadata.{err.path}" if err.source == "config: metadata" else "metadata.mapping",
+                          str(err) if err.source != "config: metadata" else str(err).split(": ", 2)[-1]) from None
     if cfg.model.head_kind == "baseline" and cfg.penalty.kind != "none":
         raise ConfigError("penalty.kind", "must be none for model.head_kind: baseline (it has no split latent)")
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        if getattr(cfg.train, key) < 1:
-            raise ConfigError(f"train.{key}", f"must be >= 1, got {getattr(cfg.train, key)}")
     if cfg.train.batch_size < 2 and cfg.penalty.kind != "none":
         raise ConfigError("train.batch_size", "must be >= 2 for an independence penalty (it needs batch statistics)")
-    if cfg.train.threads is not None and cfg.train.threads < 1:
-        raise ConfigError("train.threads", f"must be >= 1, got {cfg.train.threads}")
-    if cfg.train.lr <= 0:
-        raise ConfigError("train.lr", f"must be > 0, got {cfg.train.lr}")
-    if not 0.0 <= cfg.train.metadata_dropout < 1.0:
-        raise ConfigError("train.metadata_dropout", f"must be in [0, 1), got {cfg.train.metadata_dropout}")
-    if cfg.train.device not in ("auto", "cpu", "cuda") and not cfg.train.device.startswith("cuda:"):
-        raise ConfigError("train.device", f"must be auto, cpu or cuda, got {cfg.train.device!r}")
+    assert cfg.penalty.kind in PENALTY_KINDS
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -313,20 +198,58 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
+def _error_path(error: Mapping[str, Any]) -> str:
+    parts: list[str] = []
+    for item in error["loc"]:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def _error_message(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"must be one of {expected.replace(chr(39), '')}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be an integer, got {error.get('input')!r}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"must be true or false, got {error.get('input')!r}"
+    if kind in ("float_type", "float_parsing"):
+        return f"must be a number, got {error.get('input')!r}"
+    if kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
+        ctx = error.get("ctx", {})
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<", "less_than_equal": "<="}[kind]
+        bound = next(iter(ctx.values()), "")
+        return f"must be {op} {bound}, got {error.get('input')!r}"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 def config_from_dict(data: Mapping[str, Any], base_dir: str | Path = ".",
-                     overrides: Mapping[str, Any] | None = None) -> Config:
-    raw = _deep_copy(dict(data))
+                     overrides: Mapping[str, Any] | None = None, mapping: str | Path | None = None) -> Config:
+    raw = yaml.safe_load(yaml.safe_dump(dict(data)))  # a deep, plain copy
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
+    if mapping is not None:
+        raw["metadata"] = {"mapping": str(Path(mapping).resolve())}
     if "base_dir" in raw:
         raise ConfigError("base_dir", "unknown key")
-    cfg = build(Config, raw)
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ConfigError(_error_path(first), _error_message(first)) from None
     cfg.base_dir = str(base_dir)
     validate(cfg)
     return cfg
 
 
-def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None,
+                mapping: str | Path | None = None) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("", f"config file {path} does not exist")
@@ -336,12 +259,4 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         raise ConfigError("", f"{path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError("", f"{path} must hold a mapping at the top level")
-    return config_from_dict(data, base_dir=path.resolve().parent, overrides=overrides)
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
+    return config_from_dict(data, base_dir=path.resolve().parent, overrides=overrides, mapping=mapping)

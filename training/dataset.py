@@ -208,11 +208,12 @@ def split_chromosomes(cfg: Config, genome: Genome) -> dict[str, list[str]]:
 def load_training_data(cfg: Config, splits: Sequence[str] = ("train", "val", "test")) -> TrainingData:
     """Everything the train loop needs, built from the config's files (errors name the file or field)."""
     genome = Genome(cfg.resolve(cfg.data.fasta))
-    variables, groups = cfg.metadata.to_codec_spec()
+    variables, groups = cfg.codec_spec()
     tracks = read_track_table(cfg.resolve(cfg.data.metadata), cfg.data.id_column, cfg.data.peaks,
                               [v.name for v in variables])
     try:
-        codec = MetadataCodec.fit(variables, groups, tracks.metadata)
+        codec = MetadataCodec.fit(variables, groups, tracks.metadata,
+                                  unspecified="zeros" if cfg.train.metadata_dropout > 0 else "mean")
         codes = codec.encode_many(tracks.metadata, strict=False)
     except MetadataError as err:
         raise TrackTableError(f"{cfg.resolve(cfg.data.metadata)}: {err}") from None
@@ -223,7 +224,7 @@ def load_training_data(cfg: Config, splits: Sequence[str] = ("train", "val", "te
         if not chroms[name]:
             continue
         out[name] = build_windows(
-            genome, chroms[name], peaks, seq_len=cfg.model.seq_len, bin_size=cfg.data.bin_size,
+            genome, chroms[name], peaks, seq_len=cfg.model.window_bases, bin_size=cfg.data.bin_size,
             max_shift=cfg.data.augment.max_shift, max_n_fraction=cfg.data.max_n_fraction,
             negative_fraction=cfg.data.negative_fraction if name == "train" else 1.0,
             stride_bins=cfg.data.stride_bins, seed=cfg.seed + i)

@@ -105,6 +105,7 @@ MOTIF_BIN_RATE = 0.08      # per TF: share of bins holding one instance of its m
 SHARPEN = 2.0              # sample instances from PFM**2 (renormalised): high-affinity sites
 COPIES = 2                 # motif instances per site (homotypic pair, one per half-bin)
 TEMPLATE = Path(__file__).with_name("configs") / "demo.yaml"
+MAPPING_TEMPLATE = Path(__file__).with_name("configs") / "demo_mapping.yaml"
 
 
 @dataclass
@@ -250,6 +251,7 @@ def generate(out: str | Path, spec: DemoSpec | None = None) -> Path:
         "tracks": track_truth,
     }, indent=2) + "\n")
     shutil.copyfile(TEMPLATE, out / "config.yaml")
+    shutil.copyfile(MAPPING_TEMPLATE, out / "mapping.yaml")
     return out
 
 

@@ -34,7 +34,7 @@ def predict(model: MFDModel, windows: Windows, codes: np.ndarray | torch.Tensor,
     """
     was_training = model.training
     model.eval()
-    seq_len = model.cfg.seq_len
+    seq_len = model.cfg.window_bases
     n = len(windows) if max_windows is None else min(len(windows), max_windows)
     codes_t = torch.as_tensor(codes, dtype=torch.float32, device=device)
     offsets = np.arange(seq_len, dtype=np.int64)

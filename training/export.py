@@ -26,7 +26,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from mfd_common.tokens import reverse_complement
 
 from . import triton_config
 from .checkpoint import load_checkpoint
-from .model import MFDModel
+from .model import MFDModel, condition_bias
 
 EXPORT_FORMAT_VERSION = "1"
 PARITY_ATOL = 1e-4
@@ -55,17 +55,25 @@ class ExportParityError(ExportError):
 class ExportedTrunk(nn.Module):
     """uint8 tokens [N, L] → batch-normalised features [N, D]; optionally averaged over both strands.
 
-    Tokens are validated (2-D, uint8, length L, codes 0..4) because a silently mis-shaped window still yields
-    features: the central-bin crop would just land somewhere else.
+    L is the model's window in bases (2177 for the reference's 2176 dinucleotide positions). Tokens are validated
+    (2-D, uint8, length L, codes 0..4) because a silently mis-shaped window still yields features: the
+    central-bin crop would just land somewhere else.
     """
 
     def __init__(self, model: MFDModel, reverse_complement_average: bool):
         super().__init__()
-        self.trunk = model.trunk
-        self.feature_norm = model.feature_norm
-        self.seq_len = int(model.cfg.seq_len)
+        self.onehot, self.stem, self.tower = model.onehot, model.stem, model.tower
+        self.dilated_residual_block, self.pointwise = model.dilated_residual_block, model.pointwise
+        self.bn_features = model.bn_features
+        self.crop = int(model.cfg.crop)
+        self.seq_len = int(model.cfg.window_bases)
         self.reverse_complement_average = bool(reverse_complement_average)
         self.register_buffer("complement", torch.tensor([3, 2, 1, 0, 4], dtype=torch.long), persistent=True)
+
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.dilated_residual_block(self.tower(self.stem(self.onehot(tokens))))
+        x = x[:, :, self.crop:x.shape[2] - self.crop]
+        return self.bn_features(self.pointwise(x).flatten(1))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 2 or tokens.size(1) != self.seq_len:
@@ -78,25 +86,35 @@ class ExportedTrunk(nn.Module):
         if self.reverse_complement_average:
             n = tokens.size(0)
             rc = self.complement[tokens.long()].flip([1]).to(torch.uint8)
-            both = self.feature_norm(self.trunk(torch.cat([tokens, rc], dim=0)))
+            both = self.features(torch.cat([tokens, rc], dim=0))
             return 0.5 * (both[:n] + both[n:])
-        return self.feature_norm(self.trunk(tokens))
+        return self.features(tokens)
 
 
 class ExportedHead(nn.Module):
-    """Condition codes [K, C] float32 → (w_tech [K, D_tech], w_bio [K, D_bio], bias [K, 1])."""
+    """Condition codes [K, W] float32 → (w_tech [K, D_tech], w_bio [K, D_bio], bias [K, 1]).
+
+    The bias follows the card's `bias_rule` (`training.model.condition_bias`); the service replaces it with the
+    track's own bias when a request names a trained track.
+    """
 
     def __init__(self, model: MFDModel, width: int):
         super().__init__()
-        self.head = model.head
+        self.metadata_embedding = model.metadata_embedding
+        self.register_buffer("track_codes", model.track_codes.detach().clone())
+        self.register_buffer("track_bias", model.bias.detach().clone())
+        self.starts: List[int] = list(model.variable_starts)
+        self.ends: List[int] = list(model.variable_ends)
         self.width = int(width)
 
     def forward(self, codes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if codes.dim() != 2 or codes.size(1) != self.width:
             raise ValueError("CONDITION_CODES__0 must have shape [K, " + str(self.width) + "], got "
                              + str(codes.shape))
-        outputs = self.head(codes.float())
-        return outputs[0], outputs[1], outputs[2].unsqueeze(1)
+        codes = codes.float()
+        weights = self.metadata_embedding(codes)
+        bias = condition_bias(codes, self.track_codes, self.track_bias, self.starts, self.ends)
+        return weights[0], weights[1], bias.unsqueeze(1)
 
 
 # ---- eager references (what the exported files must reproduce) ------------------------------------------
@@ -116,7 +134,7 @@ def eager_features(model: MFDModel, tokens: np.ndarray | torch.Tensor, *, revers
 
 @torch.no_grad()
 def eager_head(model: MFDModel, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    w_tech, w_bio, bias = model.eval().head(torch.as_tensor(np.asarray(codes, dtype=np.float32)))
+    w_tech, w_bio, bias = model.eval().head_weights(torch.as_tensor(np.asarray(codes, dtype=np.float32)))
     return w_tech.numpy(), w_bio.numpy(), bias.numpy()[:, None]
 
 

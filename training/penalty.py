@@ -1,100 +1,135 @@
-"""Independence penalties between the biological and technical halves of the latent space.
+"""Independence penalties between the biological and technical subspaces, as the authors define them.
 
-MFD only disentangles if f_bio carries no information about f_tech: otherwise the biological read-out can
-quietly re-learn the technical bias through correlated features. Two ways to push towards that:
-
-- `cross_covariance_penalty`: z-score every feature over the batch, take the [D_bio, D_tech] cross-covariance
-  (that is, the cross-correlation matrix) and penalise its Frobenius norm. Cheap, no extra parameters, but only
-  sees linear dependence.
-- `AdversarialPenalty`: a discriminator learns to tell real pairs (f_bio[i], f_tech[i]) from shuffled pairs
-  (f_bio[i], f_tech[perm(i)]); shuffling destroys any dependence, so if the discriminator can tell them apart
-  there is dependence left, linear or not. It has its own optimizer; the main model is penalised by how well
-  the discriminator does (log 2 minus its loss: zero at chance).
+- `covariance`: cov = z(f_tech)ᵀ z(f_bio) / N with z = per-feature z-score over the batch (unbiased std,
+  NaN/±inf → 0); penalty = Frobenius norm of cov (or its L1 norm). No normalisation by the matrix size and no
+  warm-up: the coefficient (`coeff_cov`, 0.01 in the paper's models) carries the scale.
+- `adversarial`: a discriminator tells real pairs [f_bio, f_tech] from pairs with f_tech shuffled across the
+  batch; the model is trained against flipped labels, the discriminator on true ones with its own Adam (amsgrad).
+- `predictor`: two MLPs predict f_bio from f_tech and f_tech from f_bio; the model minimises their total R²
+  (sum of squared per-feature correlations between prediction and target), the predictors maximise it.
+- `covariance+adversarial`, `covariance+predictor`: the covariance norm plus that term.
+The model's loss is BCE + coeff_cov · (sum of its terms), as in the reference.
 """
 from __future__ import annotations
 
-import math
+from typing import List, Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-
-def _zscore(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    x = x - x.mean(dim=0, keepdim=True)
-    return x / (x.std(dim=0, unbiased=True, keepdim=True) + eps)
+PENALTY_KINDS = ("none", "covariance", "adversarial", "predictor", "covariance+adversarial", "covariance+predictor")
 
 
-def cross_correlation(f_bio: torch.Tensor, f_tech: torch.Tensor) -> torch.Tensor:
-    """[D_bio, D_tech] correlation between every biological and every technical feature over the batch."""
-    n = f_bio.shape[0]
-    return _zscore(f_bio).T @ _zscore(f_tech) / (n - 1)
+def z_score(x: torch.Tensor) -> torch.Tensor:
+    """Per-column z-score over the batch; constant columns give 0, not NaN (the reference's nan_to_num)."""
+    x = (x - x.mean(0)) / x.std(0)
+    return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def cross_covariance_penalty(f_bio: torch.Tensor, f_tech: torch.Tensor) -> torch.Tensor:
-    """Frobenius norm of the z-scored cross-covariance, divided by sqrt(D_bio·D_tech).
+def cross_covariance(f_bio: torch.Tensor, f_tech: torch.Tensor) -> torch.Tensor:
+    """[D_tech, D_bio] covariance of the z-scored subspaces (a correlation matrix up to N/(N−1))."""
+    return z_score(f_tech).T @ z_score(f_bio) / f_tech.shape[0]
 
-    The normalisation makes the value the root-mean-square correlation, so one penalty weight works for any
-    latent size. With N independent samples its floor is about 1/sqrt(N), not zero.
+
+def covariance_penalty(f_bio: torch.Tensor, f_tech: torch.Tensor, frobenius: bool = True) -> torch.Tensor:
+    cov = cross_covariance(f_bio, f_tech)
+    return torch.linalg.matrix_norm(cov) if frobenius else cov.abs().sum()
+
+
+def total_r2(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Σ_i corr(prediction_i, target_i)², each correlation clipped to [−1, 1]."""
+    p = torch.nan_to_num((prediction - prediction.mean(0)) / prediction.std(0))
+    t = torch.nan_to_num((target - target.mean(0)) / target.std(0))
+    corr = (p * t).sum(0) / p.shape[0]
+    return corr.clamp(-1.0, 1.0).pow(2).sum()
+
+
+def discriminator(latent: int, hidden: int, layers: int) -> nn.Sequential:
+    """Linear(2C, h) − LeakyReLU, (layers − 1) × [Linear(h, h) − LeakyReLU], Linear(h, 1) → a logit."""
+    if layers == 0:
+        return nn.Sequential(nn.Linear(latent, 1))
+    blocks: List[nn.Module] = [nn.Linear(latent, hidden), nn.LeakyReLU()]
+    blocks += [nn.Sequential(nn.Linear(hidden, hidden), nn.LeakyReLU()) for _ in range(layers - 1)]
+    return nn.Sequential(*blocks, nn.Linear(hidden, 1))
+
+
+def predictor(d_in: int, d_out: int, hidden: int, layers: int) -> nn.Sequential:
+    """Linear − BatchNorm − LeakyReLU blocks of width h (`layers` of them), then Linear(h, d_out)."""
+    if layers == 0:
+        return nn.Sequential(nn.Linear(d_in, d_out))
+    blocks: List[nn.Module] = [nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU()]
+    for _ in range(layers - 1):
+        blocks += [nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU()]
+    return nn.Sequential(*blocks, nn.Linear(hidden, d_out))
+
+
+def adversarial_batch(f_bio: torch.Tensor, f_tech: torch.Tensor, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real pairs (label 1) stacked over pairs whose technical half is permuted across the batch (label 0)."""
+    real = torch.cat([f_bio, f_tech], dim=1)
+    fake = torch.cat([f_bio, f_tech[perm]], dim=1)
+    x = torch.cat([real, fake], dim=0)
+    y = torch.cat([torch.ones(len(real), 1), torch.zeros(len(fake), 1)]).to(x)
+    return x, y
+
+
+class IndependencePenalty(nn.Module):
+    """The model's independence term and, for adversarial kinds, the adversary with its own optimiser.
+
+    Per training step: `model_term` (inside the model's loss) then `adversary_step` (on detached features).
     """
-    if f_bio.shape[0] < 2:
-        raise ValueError("cross_covariance_penalty needs a batch of at least 2 windows")
-    corr = cross_correlation(f_bio, f_tech)
-    return torch.linalg.matrix_norm(corr, ord="fro") / math.sqrt(corr.numel())
 
-
-class AdversarialPenalty(nn.Module):
-    """Discriminator on [f_bio, f_tech]: real pairs vs pairs with f_tech shuffled across the batch."""
-
-    def __init__(self, d_bio: int, d_tech: int, hidden: int = 64, lr: float = 1e-3, steps: int = 1):
+    def __init__(self, kind: str, d_bio: int, d_tech: int, *, frobenius: bool = True, hidden: int = 1024,
+                 layers: int = 3, lr: float = 1e-3):
         super().__init__()
-        self.steps = steps
-        self.disc = nn.Sequential(
-            nn.Linear(d_bio + d_tech, hidden), nn.GELU(),
-            nn.Linear(hidden, hidden), nn.GELU(),
-            nn.Linear(hidden, 1),
-        )
-        self.optimizer = torch.optim.Adam(self.disc.parameters(), lr=lr)
+        if kind not in PENALTY_KINDS:
+            raise ValueError(f"penalty kind must be one of {', '.join(PENALTY_KINDS)}, got {kind!r}")
+        self.kind, self.frobenius = kind, frobenius
+        self.uses_covariance = kind.startswith("covariance")
+        self.discriminator: Optional[nn.Module] = None
+        self.predictor_bio: Optional[nn.Module] = None
+        self.predictor_tech: Optional[nn.Module] = None
+        if kind.endswith("adversarial"):
+            self.discriminator = discriminator(d_bio + d_tech, hidden, layers)
+        if kind.endswith("predictor"):
+            # The reference builds both predictors but calls `predictor_bio` for both directions (a bug that only
+            # runs when D_bio == D_tech); the intent, implemented here, is one predictor per direction.
+            self.predictor_bio = predictor(d_tech, d_bio, hidden, layers)
+            self.predictor_tech = predictor(d_bio, d_tech, hidden, layers)
+        adversary = list(self.parameters())
+        self.optimizer = torch.optim.Adam(adversary, lr=lr, amsgrad=True) if adversary else None
+        self._perm: Optional[torch.Tensor] = None
 
-    @staticmethod
-    def _pairs(f_bio: torch.Tensor, f_tech: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n = f_bio.shape[0]
-        # A derangement-ish permutation: roll by a random non-zero offset, so no pair stays real.
-        shift = int(torch.randint(1, max(n, 2), (1,)).item()) if n > 1 else 0
-        shuffled = torch.roll(f_tech, shifts=shift, dims=0)
-        x = torch.cat([torch.cat([f_bio, f_tech], 1), torch.cat([f_bio, shuffled], 1)], 0)
-        y = torch.cat([torch.ones(n, device=x.device), torch.zeros(n, device=x.device)])
-        return x, y
+    @property
+    def has_adversary(self) -> bool:
+        return self.optimizer is not None
 
-    def discriminator_loss(self, f_bio: torch.Tensor, f_tech: torch.Tensor) -> torch.Tensor:
-        x, y = self._pairs(f_bio, f_tech)
-        return F.binary_cross_entropy_with_logits(self.disc(x).squeeze(1), y)
+    def model_term(self, f_bio: torch.Tensor, f_tech: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The terms the model minimises, by name; their sum is what `coeff_cov` multiplies."""
+        terms: dict[str, torch.Tensor] = {}
+        if self.uses_covariance:
+            terms["covariance"] = covariance_penalty(f_bio, f_tech, self.frobenius)
+        if self.predictor_bio is not None and self.predictor_tech is not None:
+            terms["r2"] = total_r2(self.predictor_bio(f_tech), f_bio) + total_r2(self.predictor_tech(f_bio), f_tech)
+        if self.discriminator is not None:
+            self._perm = torch.randperm(f_bio.shape[0], device=f_bio.device)
+            x, y = adversarial_batch(f_bio, f_tech, self._perm)
+            terms["adversarial"] = F.binary_cross_entropy_with_logits(self.discriminator(x), 1 - y)
+        return terms
 
-    def discriminator_step(self, f_bio: torch.Tensor, f_tech: torch.Tensor) -> float:
-        """Train the discriminator on detached features (gradients averaged across DDP ranks)."""
+    def adversary_step(self, f_bio: torch.Tensor, f_tech: torch.Tensor) -> float:
+        """One update of the predictors (maximise R²) or the discriminator (true labels); returns its loss."""
+        if self.optimizer is None:
+            return 0.0
         f_bio, f_tech = f_bio.detach(), f_tech.detach()
-        loss = torch.zeros(())
-        for _ in range(self.steps):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self.discriminator_loss(f_bio, f_tech)
-            loss.backward()
-            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                for p in self.disc.parameters():
-                    if p.grad is not None:
-                        dist.all_reduce(p.grad)
-                        p.grad /= dist.get_world_size()
-            self.optimizer.step()
+        if self.predictor_bio is not None and self.predictor_tech is not None:
+            loss = -(total_r2(self.predictor_bio(f_tech), f_bio) + total_r2(self.predictor_tech(f_bio), f_tech))
+        else:
+            assert self.discriminator is not None
+            perm = self._perm if self._perm is not None else torch.randperm(f_bio.shape[0], device=f_bio.device)
+            x, y = adversarial_batch(f_bio, f_tech, perm)
+            loss = F.binary_cross_entropy_with_logits(self.discriminator(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
         return float(loss.detach())
-
-    def forward(self, f_bio: torch.Tensor, f_tech: torch.Tensor) -> torch.Tensor:
-        """Penalty for the main model: log 2 − discriminator loss (gradients reach the features only)."""
-        params = list(self.disc.parameters())
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            loss = self.discriminator_loss(f_bio, f_tech)
-        finally:
-            for p in params:
-                p.requires_grad_(True)
-        return math.log(2.0) - loss

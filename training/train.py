@@ -1,9 +1,14 @@
 """Train an MFD model (or the plain-head baseline): `python -m training.train --config CONFIG [--out DIR]`.
 
 One file, top to bottom, in the order things happen (nanoGPT style): set up (distributed or not), build the data,
-build the model, loop over epochs, evaluate and checkpoint after each. The output folder is a checkpoint
-(`model.safetensors`, `model_card.json`) plus `train_state.pt` (optimizer, scheduler, epoch) so `--resume`
-continues where a run stopped, and `history.jsonl` with one line of metrics per epoch.
+build the model, loop over epochs, evaluate after each. The output folder is a checkpoint (`model.safetensors`,
+`model_card.json`: the epoch with the best validation loss, as the reference keeps, or the last with
+`train.keep: last`) plus `train_state.pt` (last weights, optimizers, epoch) so `--resume` continues where a run
+stopped, and `history.jsonl` with one line of metrics per epoch.
+
+The recipe defaults to the authors' (see `config.py`): Adam with amsgrad, constant lr, loss = BCE +
+coeff_cov · independence terms; with an adversary (discriminator or R² predictors) the model steps on every
+`penalty.generator_every`-th batch and the adversary on every batch, on detached features.
 
 Multi-process: launch with `torchrun --nproc_per_node N -m training.train …`; gloo on CPU, nccl on GPU.
 `train.batch_size` is the global batch; each rank takes batch_size / world_size windows.
@@ -31,16 +36,18 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mfd_common.card import ModelCard, Track
-from mfd_common.codec import MetadataCodec, is_missing
+from mfd_common.codec import MetadataCodec, MetadataError, is_missing
 
-from .checkpoint import TRAIN_STATE_FILENAME, WEIGHTS_FILENAME, load_checkpoint, load_train_state, save_checkpoint
+from .checkpoint import (TRAIN_STATE_FILENAME, WEIGHTS_FILENAME, load_checkpoint, load_train_state, save_checkpoint,
+                         save_train_state)
 from .config import Config, ConfigError, load_config, parse_overrides
+from .mapping import MappingError
 from .dataset import TrackTableError, TrainingData, WindowDataset, collate_batched, load_training_data
 from .evaluate import metrics_from_predictions, predict
 from .genome import GenomeError
 from .model import MFDModel
 from .peaks import PeakFileError
-from .penalty import AdversarialPenalty, cross_covariance_penalty
+from .penalty import IndependencePenalty, covariance_penalty
 
 HISTORY_FILENAME = "history.jsonl"
 
@@ -105,9 +112,11 @@ def metadata_dropout(codes: torch.Tensor, variable_masks: torch.Tensor, p: float
     return codes * keep
 
 
-def lr_lambda(total_steps: int, warmup: int):
-    """Linear warm-up, then cosine decay to 10 % of the peak learning rate."""
+def lr_lambda(total_steps: int, warmup: int, schedule: str = "cosine"):
+    """`constant` (the reference), or linear warm-up then cosine decay to 10 % of the peak learning rate."""
     def factor(step: int) -> float:
+        if schedule == "constant":
+            return 1.0
         if step < warmup:
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
@@ -116,12 +125,15 @@ def lr_lambda(total_steps: int, warmup: int):
 
 
 def typed_metadata(codec: MetadataCodec, row: dict[str, Any]) -> dict[str, Any]:
-    """TSV strings → JSON values for the card (numbers as numbers, missing values left out)."""
+    """TSV strings → JSON values for the card (numbers as numbers, a missing category as null)."""
     out: dict[str, Any] = {}
     for name, value in row.items():
-        if is_missing(value):
+        variable = codec.by_name.get(name)
+        if variable is None:
             continue
-        variable = codec.by_name[name]
+        if is_missing(value):
+            out[name] = None
+            continue
         if variable.type in ("float",):
             out[name] = float(value)
         elif variable.type == "int":
@@ -140,10 +152,7 @@ def init_output_bias(model: MFDModel, labels: np.ndarray) -> None:
     rate = np.clip(labels.mean(axis=0), 1e-4, 1 - 1e-4)
     logit = torch.as_tensor(np.log(rate / (1 - rate)), dtype=torch.float32)
     with torch.no_grad():
-        if model.cfg.head_kind == "baseline":
-            model.head.bias.copy_(logit)
-        else:  # one shared bias unit; per-track offsets are learnt from the metadata
-            model.head.to_bias.bias.fill_(float(logit.mean()))
+        model.bias.copy_(logit)
 
 
 def versions() -> dict[str, str]:
@@ -158,11 +167,13 @@ def versions() -> dict[str, str]:
 
 
 def build_card(cfg: Config, data: TrainingData, model: MFDModel, metrics: dict[str, Any]) -> ModelCard:
+    biases = model.bias.detach().cpu().numpy().tolist()
     return ModelCard(
-        model_name=cfg.name, seq_len=cfg.model.seq_len, onehot_order=cfg.model.onehot_order,
+        model_name=cfg.name, seq_len=cfg.model.window_bases, onehot_order=cfg.model.seq_order,
         d_tech=model.d_tech, d_bio=model.d_bio,
-        tracks=[Track(id=tid, metadata=typed_metadata(data.codec, row))
-                for tid, row in zip(data.tracks.ids, data.tracks.metadata)],
+        tracks=[Track(id=tid, metadata=typed_metadata(data.codec, row), bias=float(b))
+                for tid, row, b in zip(data.tracks.ids, data.tracks.metadata, biases)],
+        bias_rule=cfg.model.bias_rule,
         codec=data.codec.to_dict(), config=cfg.to_dict(), metrics=metrics, versions=versions(),
     )
 
@@ -172,7 +183,21 @@ def build_card(cfg: Config, data: TrainingData, model: MFDModel, metrics: dict[s
 def evaluate_split(model: MFDModel, data: TrainingData, split: str, cfg: Config, device: torch.device) -> dict:
     pred = predict(model, data.splits[split], data.codes, batch_size=cfg.train.eval_batch_size, device=device,
                    max_windows=cfg.train.eval_max_windows)
-    return metrics_from_predictions(pred, data.tracks.ids, model.d_tech)
+    metrics = metrics_from_predictions(pred, data.tracks.ids, model.d_tech)
+    metrics["loss"] = validation_loss(pred, model.d_tech, cfg)
+    return metrics
+
+
+def validation_loss(pred: dict[str, np.ndarray], d_tech: int, cfg: Config) -> float:
+    """The reference's `val/loss`: forward-strand BCE + coeff_cov · covariance norm, averaged over batches."""
+    logits, labels, f = (torch.as_tensor(pred[k], dtype=torch.float32) for k in ("logits_fwd", "labels", "features"))
+    bce = float(F.binary_cross_entropy_with_logits(logits, labels))
+    if cfg.model.head_kind == "baseline" or cfg.penalty.kind == "none":
+        return bce
+    size = cfg.train.batch_size
+    norms = [float(covariance_penalty(f[i:i + size, d_tech:], f[i:i + size, :d_tech], cfg.penalty.norm == "frobenius"))
+             for i in range(0, len(f), size) if len(f[i:i + size]) > 1]
+    return bce + cfg.penalty.coeff * (float(np.mean(norms)) if norms else 0.0)
 
 
 def run(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = False,
@@ -198,18 +223,19 @@ def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, prog
         sizes = ", ".join(f"{k}: {len(v)}" for k, v in data.splits.items())
         print(f"[mfd] {len(data.tracks)} tracks, codec width {data.codec.width}; windows {sizes}", flush=True)
 
-    model = MFDModel(dataclasses.replace(cfg.model), data.codec, n_tracks=len(data.tracks)).to(rt.device)
-    init_output_bias(model, data.splits["train"].labels)
-    model.to(rt.device)
+    model = MFDModel(dataclasses.replace(cfg.model), data.codec, n_tracks=len(data.tracks),
+                     track_codes=torch.as_tensor(data.codes)).to(rt.device)
+    if cfg.train.init_output_bias:
+        init_output_bias(model, data.splits["train"].labels)
     codes = torch.as_tensor(data.codes, device=rt.device)
     variable_masks = torch.as_tensor(np.stack([data.codec.variable_mask(v.name) for v in data.codec.variables]),
                                      dtype=torch.float32, device=rt.device)
-    adversary = None
-    if cfg.penalty.kind == "adversarial":
-        adversary = AdversarialPenalty(model.d_bio, model.d_tech, cfg.penalty.disc_hidden, cfg.penalty.disc_lr,
-                                       cfg.penalty.disc_steps).to(rt.device)
+    penalty_kind = "none" if cfg.model.head_kind == "baseline" else cfg.penalty.kind
+    independence = IndependencePenalty(penalty_kind, model.d_bio, model.d_tech,
+                                       frobenius=cfg.penalty.norm == "frobenius", hidden=cfg.penalty.hidden,
+                                       layers=cfg.penalty.layers, lr=cfg.penalty.lr).to(rt.device)
 
-    train_set = WindowDataset(data.splits["train"], cfg.model.seq_len, cfg.data.augment, seed=cfg.seed)
+    train_set = WindowDataset(data.splits["train"], cfg.model.window_bases, cfg.data.augment, seed=cfg.seed)
     local_batch = max(2, cfg.train.batch_size // rt.world)
     sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=rt.world, rank=rt.rank, shuffle=True,
                                                   seed=cfg.seed, drop_last=True)
@@ -220,10 +246,15 @@ def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, prog
     if steps_per_epoch == 0:
         raise ConfigError("train.batch_size", f"larger than the training split ({len(train_set)} windows)")
     total_steps = steps_per_epoch * cfg.train.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, min(100, total_steps // 10 + 1)))
+    if cfg.train.optimizer == "adam_amsgrad":
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr,
+                                                            weight_decay=cfg.train.weight_decay, amsgrad=True)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(total_steps, min(100, total_steps // 10 + 1), cfg.train.schedule))
 
-    start_epoch, step, history = 0, 0, []
+    start_epoch, step, history, best_loss = 0, 0, [], math.inf
     if resume:
         state = load_train_state(out)
         if state is None:
@@ -232,14 +263,14 @@ def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, prog
         if saved_model_cfg != dataclasses.asdict(cfg.model):
             raise ConfigError("model", f"differs from the checkpoint being resumed ({out}); resume with the same "
                                        f"model config")
-        loaded, _ = load_checkpoint(out)
-        model.load_state_dict(loaded.state_dict())
+        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])  # restores the current lr; the scheduler continues from it
         scheduler.load_state_dict(state["scheduler"])
-        if adversary is not None and "discriminator" in state:
-            adversary.disc.load_state_dict(state["discriminator"])
-            adversary.optimizer.load_state_dict(state["discriminator_optimizer"])
+        independence.load_state_dict(state["independence"])
+        if independence.optimizer is not None:
+            independence.optimizer.load_state_dict(state["independence_optimizer"])
         start_epoch, step, history = int(state["epoch"]), int(state["step"]), json.loads(state["history"])
+        best_loss = float(state.get("best_loss", math.inf))
         if rt.main:
             print(f"[mfd] resuming {out} at epoch {start_epoch} (step {step})", flush=True)
 
@@ -255,7 +286,7 @@ def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, prog
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
         net.train()
-        sums = {"loss": 0.0, "task": 0.0, "penalty": 0.0, "disc": 0.0}
+        sums = {"loss": 0.0, "task": 0.0, "penalty": 0.0, "adversary": 0.0}
         started = time.perf_counter()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not (progress and rt.main),
                    leave=False, dynamic_ncols=True, file=sys.stderr)
@@ -267,19 +298,17 @@ def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, prog
             task = F.binary_cross_entropy_with_logits(output["logits"], labels)
             f = output["features"]
             f_tech, f_bio = f[:, :model.d_tech], f[:, model.d_tech:]
-            penalty = torch.zeros((), device=rt.device)
-            if cfg.penalty.kind == "covariance":
-                penalty = cross_covariance_penalty(f_bio, f_tech)
-            elif adversary is not None:
-                sums["disc"] += adversary.discriminator_step(f_bio, f_tech)
-                penalty = adversary(f_bio, f_tech)
+            terms = independence.model_term(f_bio, f_tech)
+            penalty = sum(terms.values(), torch.zeros((), device=rt.device))
             ramp = min(1.0, (step + 1) / cfg.penalty.warmup_steps) if cfg.penalty.warmup_steps else 1.0
-            loss = task + cfg.penalty.weight * ramp * penalty
+            loss = task + cfg.penalty.coeff * ramp * penalty
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
+            if not independence.has_adversary or i % cfg.penalty.generator_every == 0:
+                loss.backward()
+                if cfg.train.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                optimizer.step()
+            sums["adversary"] += independence.adversary_step(f_bio, f_tech)
             scheduler.step()
             step += 1
             sums["loss"] += float(loss.detach())
@@ -295,29 +324,34 @@ def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, prog
         if rt.distributed:
             dist.barrier()
         if rt.main:
-            metrics = {"epoch": epoch + 1, "step": step, "train": train_stats,
-                       "val": evaluate_split(model, data, "val", cfg, rt.device)}
-            if epoch + 1 == cfg.train.epochs and "test" in data.splits:
-                metrics["test"] = evaluate_split(model, data, "test", cfg, rt.device)
-            history.append({"epoch": epoch + 1, "metrics": metrics})
-            val = metrics["val"]
+            epoch_metrics = {"epoch": epoch + 1, "step": step, "train": train_stats,
+                             "val": evaluate_split(model, data, "val", cfg, rt.device)}
+            history.append({"epoch": epoch + 1, "metrics": epoch_metrics})
+            val = epoch_metrics["val"]
+            improved = val["loss"] < best_loss or cfg.train.keep == "last"
+            if improved:
+                best_loss, metrics = min(best_loss, val["loss"]), epoch_metrics
             print(f"[mfd] epoch {epoch + 1}/{cfg.train.epochs} step {step}: loss {train_stats['loss']:.4f} "
                   f"(task {train_stats['task']:.4f}, penalty {train_stats['penalty']:.4f}) "
-                  f"{train_stats['windows_per_s']:.0f} windows/s | val AUROC {val['auroc_mean']:.4f} "
+                  f"{train_stats['windows_per_s']:.0f} windows/s | val loss {val['loss']:.4f}"
+                  f"{' (best)' if improved else ''} AUROC {val['auroc_mean']:.4f} "
                   f"AUPRC {val['auprc_mean']:.4f} | bio–tech mean |corr| "
                   f"{val['independence']['mean_abs_corr']:.4f}", flush=True)
             train_state = {
-                "epoch": epoch + 1, "step": step, "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "config": json.dumps(cfg.to_dict()),
-                "history": json.dumps(history),
+                "history": json.dumps(history), "best_loss": best_loss,
+                "independence": independence.state_dict(),
             }
-            if adversary is not None:
-                train_state["discriminator"] = adversary.disc.state_dict()
-                train_state["discriminator_optimizer"] = adversary.optimizer.state_dict()
-            save_checkpoint(model, build_card(cfg, data, model, metrics), out, train_state)
+            if independence.optimizer is not None:
+                train_state["independence_optimizer"] = independence.optimizer.state_dict()
+            if improved:
+                save_checkpoint(model, build_card(cfg, data, model, metrics), out, train_state)
+            else:
+                save_train_state(out, train_state)
             with open(out / HISTORY_FILENAME, "a") as handle:
                 handle.write(json.dumps({"epoch": epoch + 1, "step": step, "train": train_stats,
-                                         "val": {k: v for k, v in metrics["val"].items() if k != "per_track"}})
+                                         "val": {k: v for k, v in epoch_metrics["val"].items() if k != "per_track"}})
                              + "\n")
         if rt.distributed:
             dist.barrier()
@@ -325,12 +359,24 @@ def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, prog
             if rt.main:
                 print(f"[mfd] stopping after {stop_after} epoch(s) of this run; continue with --resume", flush=True)
             break
+    if rt.main and "test" in data.splits and (out / WEIGHTS_FILENAME).exists():
+        metrics = evaluate_kept_checkpoint(out, data, cfg, rt.device)
     return metrics
+
+
+def evaluate_kept_checkpoint(out: Path, data: TrainingData, cfg: Config, device: torch.device) -> dict[str, Any]:
+    """Test metrics of the checkpoint that was kept (best val/loss), written into its card."""
+    kept, card = load_checkpoint(out)
+    kept.to(device)
+    card.metrics = {**card.metrics, "test": evaluate_split(kept, data, "test", cfg, device)}
+    card.save(out / "model_card.json")
+    return card.metrics
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train an MFD model (or the baseline) from a YAML config.")
     parser.add_argument("--config", required=True, help="YAML config (see training/configs/demo.yaml)")
+    parser.add_argument("--mapping", help="the authors' metadata mapping YAML (replaces the config's metadata)")
     parser.add_argument("--out", help="checkpoint folder (default: runs/<name>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from train_state.pt")
     parser.add_argument("--force", action="store_true", help="overwrite a checkpoint already in --out")
@@ -342,11 +388,11 @@ def main(argv: list[str] | None = None) -> int:
                              "to fit a job's wall-clock limit; continue with --resume")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, parse_overrides(args.set))
+        cfg = load_config(args.config, parse_overrides(args.set), mapping=args.mapping)
         out = Path(args.out) if args.out else Path("runs") / cfg.name
         metrics = run(cfg, out, resume=args.resume, force=args.force, progress=not args.no_progress,
                       stop_after=args.stop_after)
-    except (ConfigError, GenomeError, PeakFileError, TrackTableError, FileExistsError, FileNotFoundError) as err:
+    except (ConfigError, MappingError, MetadataError, GenomeError, PeakFileError, TrackTableError, FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0 and metrics:
