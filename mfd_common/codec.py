@@ -37,6 +37,7 @@ NUMERIC_TYPES = ("float", "int")
 MISSING_LABEL = "nan"  # str(float('nan')): what the reference's `str(val).split(',')` makes of a missing value
 SEPARATOR = ","
 UNSPECIFIED_POLICIES = ("mean", "zeros")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # Cells pandas.read_csv reads as missing by default: the reference reads its metadata TSV with pandas, so a
 # track table of ours treats the same cells as the missing-value category.
@@ -274,9 +275,10 @@ class MetadataCodec:
             if value is None:
                 raise MetadataError(variable.name, f"a {variable.type} has no missing-value category; give a "
                                                    f"number or leave the variable out")
-            codes[0] = (number_of(variable, value) - variable.mean) / variable.std
-            if not math.isfinite(float(codes[0])):
+            scaled = (number_of(variable, value) - variable.mean) / variable.std
+            if not abs(scaled) <= FLOAT32_MAX:
                 raise MetadataError(variable.name, f"value {_short(value)} overflows float32 after scaling")
+            codes[0] = scaled
         return codes
 
     def encode(self, values: Mapping[str, Any], *, strict: bool = True) -> np.ndarray:

@@ -1,10 +1,14 @@
 """Requested conditions → output weights, with an LRU cache per distinct condition.
 
 A condition is a trained track id (`"ENCFF001"` or `{"track": "ENCFF001"}`) or any mapping of metadata values
-(`{"biosample": "K562", "lab": "lab-B"}`), including combinations never measured; variables left out are
-"averaged over" exactly as metadata dropout taught the model. Both forms are encoded by `mfd_common.codec`,
-and the cache is keyed by the *codes*, so a track id and its equivalent metadata share one entry and give
-bit-identical results. The head is tiny next to the trunk, but caching still saves a backend round trip
+(`{"biosample": "K562", "lab": "lab-B"}`), including combinations never measured; a variable left out takes
+the codec's fill (the training tracks' mean codes, or zeros for models trained with metadata dropout) and `null`
+is the reference's missing-value category. Both forms are encoded by `mfd_common.codec`, and the weight cache is
+keyed by the *codes*, so a track id and its equivalent metadata share one entry.
+
+Bias: MFD learns a free bias per trained track. A condition naming a track gets exactly that track's bias (from
+the card); any other condition gets the head's bias, computed by the card's documented `bias_rule`. Each resolved
+condition says which (`bias_rule`: "track" or the rule's name). The head is tiny next to the trunk, but caching still saves a backend round trip
 (Triton) per request on the hot path.
 """
 from __future__ import annotations
@@ -34,9 +38,12 @@ class ResolvedCondition:
     track: str | None
     metadata: dict[str, Any]
     codes: np.ndarray
+    bias_rule: str = "track"
+    unspecified: tuple[str, ...] = ()
 
     def to_json(self, index: int) -> dict[str, Any]:
-        return {"index": index, "track": self.track, "metadata": self.metadata}
+        return {"index": index, "track": self.track, "metadata": self.metadata, "bias_rule": self.bias_rule,
+                "unspecified": list(self.unspecified)}
 
 
 class ConditionResolver:
@@ -44,6 +51,8 @@ class ConditionResolver:
         self.codec = codec
         self.backend = backend
         self.tracks = {t.id: t.metadata for t in card.tracks}
+        self.track_bias = {t.id: t.bias for t in card.tracks if t.bias is not None}
+        self.bias_rule = card.bias_rule
         self.cache_size = cache_size
         self._cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.float32]] = OrderedDict()
         self._lock = threading.Lock()
@@ -53,7 +62,8 @@ class ConditionResolver:
         if not isinstance(track_id, str) or track_id not in self.tracks:
             raise RequestError(field, f"unknown track id {track_id!r}", sorted(self.tracks))
         metadata = dict(self.tracks[track_id])
-        return ResolvedCondition(track_id, metadata, self.codec.encode(metadata, strict=False))
+        rule = "track" if track_id in self.track_bias else self.bias_rule
+        return ResolvedCondition(track_id, metadata, self.codec.encode(metadata, strict=False), rule)
 
     def parse(self, condition: ConditionInput, index: int, prefix: str = "conditions") -> ResolvedCondition:
         field = f"{prefix}[{index}]"
@@ -72,7 +82,8 @@ class ConditionResolver:
         except MetadataError as exc:
             message = str(exc)[len(exc.field) + 2:] if str(exc).startswith(f"{exc.field}: ") else str(exc)
             raise RequestError(f"{field}.{exc.field}", message, exc.allowed) from None
-        return ResolvedCondition(None, dict(condition), codes)
+        unspecified = tuple(v.name for v in self.codec.variables if v.name not in condition)
+        return ResolvedCondition(None, dict(condition), codes, self.bias_rule, unspecified)
 
     def parse_many(self, conditions: Sequence[ConditionInput], prefix: str = "conditions") -> list[ResolvedCondition]:
         return [self.parse(c, i, prefix) for i, c in enumerate(conditions)]
@@ -107,5 +118,7 @@ class ConditionResolver:
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         rows = [found[k] for k in keys]
+        bias = [self.track_bias[r.track] if r.bias_rule == "track" and r.track is not None else row[2]
+                for r, row in zip(resolved, rows)]
         return HeadWeights(np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
-                           np.array([r[2] for r in rows], dtype=np.float32))
+                           np.array(bias, dtype=np.float32))

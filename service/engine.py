@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 from pydantic import ValidationError
 
+from mfd_common.card import BIAS_RULE_DOCS
 from mfd_common import tokens as dna
 
 from .backends import Backend, create_backend
@@ -185,13 +186,15 @@ class Engine:
         variables = []
         for v in self.repository.codec.variables:
             entry: dict[str, Any] = {"name": v.name, "type": v.type, "group": v.group}
-            if v.type in ("category", "multilabel"):
+            if v.type in ("category", "date.year"):
                 entry["allowed"] = list(v.vocabulary)
             else:
                 entry["mean"], entry["std"] = v.mean, v.std
             variables.append(entry)
         return {
             "model": self.card.model_name, "seq_len": self.card.seq_len, "d_tech": self.card.d_tech,
+            "bias_rule": self.card.bias_rule, "bias_rule_description": BIAS_RULE_DOCS.get(self.card.bias_rule, ""),
+            "unspecified": self.repository.codec.unspecified,
             "d_bio": self.card.d_bio, "reverse_complement_average": self.card.reverse_complement_average,
             "backend": self.backend.name,
             "genome": dict(self.genome.lengths) if self.genome is not None else None,

@@ -186,6 +186,11 @@ class ResolvedConditionOut(BaseModel):
     index: int
     track: Optional[str] = Field(None, description="The trained track this condition names, if any.")
     metadata: dict[str, Any] = Field(description="Metadata values the condition was encoded from.")
+    bias_rule: str = Field("track", description="Where the bias comes from: `track` (the trained track's own "
+                                                "bias) or the model's documented rule for other conditions "
+                                                "(e.g. `nearest_tracks_mean`, see GET /metadata).")
+    unspecified: list[str] = Field(default_factory=list, description="Variables the condition left out; they take "
+                                                                     "the model's fill codes (see GET /metadata).")
 
 
 class Score(BaseModel):
@@ -263,7 +268,12 @@ class TrackOut(BaseModel):
 
 class MetadataResponse(BaseModel):
     model: str
-    seq_len: int
+    seq_len: int = Field(description="Request window length in bases (2177 for the reference's 2176 dinucleotide "
+                                     "positions).")
+    bias_rule: str = Field("track", description="How a condition that is not a trained track gets its bias.")
+    bias_rule_description: str = ""
+    unspecified: str = Field("mean", description="What a variable left out of a condition means: `mean` (the "
+                                                 "training tracks' mean codes) or `zeros` (metadata dropout).")
     d_tech: int
     d_bio: int
     reverse_complement_average: bool

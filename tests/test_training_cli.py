@@ -34,20 +34,22 @@ def test_train_checkpoint_card_round_trip_and_resume(tiny_demo_dir, tmp_path):
     out = tmp_path / "run"
     first = cli("--config", config, "--out", str(out), "--set", "train.epochs=2", "--stop-after", "1", *TINY)
     assert first.returncode == 0, first.stderr
-    assert "[mfd] epoch 1/2" in first.stdout and "val AUROC" in first.stdout and "epoch 2/2" not in first.stdout
+    assert "[mfd] epoch 1/2" in first.stdout and "val loss" in first.stdout and "epoch 2/2" not in first.stdout
     for name in ("model.safetensors", "model_card.json", "train_state.pt", "history.jsonl"):
         assert (out / name).is_file(), name
     card = ModelCard.load(out / "model_card.json")
     assert [t.id for t in card.tracks][:2] == ["DEMO001", "DEMO002"] and len(card.tracks) == 14
     assert card.tracks[2].metadata["target"] == "GATA1" and isinstance(card.tracks[2].metadata["read_depth"], float)
-    assert card.d_tech + card.d_bio == 16 and card.seq_len == 2176 and card.onehot_order == 2
+    assert card.d_tech + card.d_bio == 16 and card.seq_len == 2177 and card.onehot_order == 2
+    assert all(isinstance(t.bias, float) for t in card.tracks) and card.bias_rule == "nearest_tracks_mean"
     assert card.config["penalty"]["kind"] == "covariance" and card.config["model"]["channels"] == 8
+    assert card.config["train"]["optimizer"] == "adam_amsgrad" and card.config["metadata"]["lab"]["type"] == "category"
     assert len(card.checksums["model.safetensors"]) == 64 and card.versions["torch"] == torch.__version__
     codec = card.metadata_codec()
     assert codec.by_name["lab"].vocabulary == ["lab-A", "lab-B", "lab-C"]
     val = card.metrics["val"]
     assert 0.0 <= val["auroc_mean"] <= 1.0 and set(val["per_track"]) == {t.id for t in card.tracks}
-    assert "mean_abs_corr" in val["independence"] and card.metrics["epoch"] == 1
+    assert "mean_abs_corr" in val["independence"] and card.metrics["epoch"] == 1 and val["loss"] > 0
 
     # round trip: the loaded checkpoint reproduces the card's validation metrics exactly
     from training.checkpoint import load_checkpoint
@@ -75,7 +77,9 @@ def test_train_checkpoint_card_round_trip_and_resume(tiny_demo_dir, tmp_path):
     a, b = load_file(str(out / "model.safetensors")), load_file(str(straight / "model.safetensors"))
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
     final = ModelCard.load(out / "model_card.json").metrics
-    assert final["epoch"] == 2 and "test" in final  # test metrics are computed once, after the last epoch
+    losses = [h["val"]["loss"] for h in history(out)]
+    assert final["epoch"] == 1 + int(np.argmin(losses))  # the best val/loss epoch is the one kept
+    assert "test" in final  # test metrics are computed once, for the kept checkpoint
 
     # evaluate CLI on the test split
     evaluated = cli(str(out), "--config", config, "--split", "test", module="training.evaluate")
@@ -115,13 +119,17 @@ def test_cli_errors_are_clear(tiny_demo_dir, tmp_path):
     assert "Traceback" not in bad.stderr + missing.stderr + not_fasta.stderr
 
 
-def test_adversarial_run_trains_and_checkpoints_its_discriminator(tiny_demo_dir, tmp_path):
+@pytest.mark.parametrize("kind", ["covariance+adversarial", "covariance+predictor"])
+def test_adversary_runs_train_and_checkpoint_the_adversary(tiny_demo_dir, tmp_path, kind):
     out = tmp_path / "adv"
     result = cli("--config", str(tiny_demo_dir / "config.yaml"), "--out", str(out), "--set", "train.epochs=1",
-                 "--set", "penalty.kind=adversarial", "--set", "penalty.weight=0.5",
-                 "--set", "train.max_steps_per_epoch=6", *TINY)
+                 "--set", f"penalty.kind={kind}", "--set", "penalty.coeff=0.5", "--set", "penalty.hidden=32",
+                 "--set", "penalty.generator_every=2", "--set", "train.max_steps_per_epoch=6", *TINY)
     assert result.returncode == 0, result.stderr
     train = history(out)[0]["train"]
-    assert train["disc"] > 0.3 and train["penalty"] != 0.0  # the discriminator ran and the model paid for it
+    assert train["adversary"] != 0.0 and train["penalty"] > 0.0  # the adversary ran and the model paid for it
     state = torch.load(out / "train_state.pt", weights_only=True)
-    assert state["discriminator"] and state["discriminator_optimizer"]["state"]
+    assert state["independence"] and state["independence_optimizer"]["state"]
+    names = set(state["independence"])
+    assert (any(n.startswith("discriminator.") for n in names) if kind.endswith("adversarial")
+            else {n.split(".")[0] for n in names} == {"predictor_bio", "predictor_tech"})

@@ -10,18 +10,36 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "training" / "configs" / "demo.
 
 
 def template() -> dict:
-    return yaml.safe_load(TEMPLATE.read_text())
+    data = yaml.safe_load(TEMPLATE.read_text())
+    data["metadata"] = yaml.safe_load(TEMPLATE.with_name("demo_mapping.yaml").read_text())
+    return data
 
 
 def test_demo_template_loads_with_typed_sections(tmp_path):
-    cfg = load_config(TEMPLATE)
-    assert cfg.model.seq_len == 2176 and cfg.model.onehot_order == 2
-    assert cfg.penalty.kind == "covariance"
-    assert cfg.resolve(cfg.data.fasta) == TEMPLATE.parent / "genome.fa"
-    variables, groups = cfg.metadata.to_codec_spec()
-    assert {v.type for v in variables} == {"category", "multilabel", "float", "int", "year"}
+    import shutil
+    shutil.copy(TEMPLATE, tmp_path / "config.yaml")
+    shutil.copy(TEMPLATE.with_name("demo_mapping.yaml"), tmp_path / "mapping.yaml")
+    cfg = load_config(tmp_path / "config.yaml")
+    assert cfg.model.seq_len == 2176 and cfg.model.seq_order == 2 and cfg.model.window_bases == 2177
+    assert cfg.penalty.kind == "covariance" and cfg.penalty.coeff == 0.01
+    assert cfg.resolve(cfg.data.fasta) == tmp_path / "genome.fa"
+    variables, groups = cfg.codec_spec()
+    assert {v.type for v in variables} == {"category", "float", "int", "date.year"}
+    assert {v.intermediate for v in variables} == {None, "linear", "embed", "rescale", "rescale_indep"}
     assert set(groups) == {"biological", "technical"}
     assert "target" in groups["biological"].direct
+
+
+def test_defaults_are_the_reference_recipe():
+    from training.config import Config
+    cfg = Config()
+    assert (cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size, cfg.train.schedule) == ("adam_amsgrad", 1e-3, 256, "constant")
+    assert (cfg.train.weight_decay, cfg.train.grad_clip, cfg.train.metadata_dropout, cfg.train.keep) == (0.0, 0.0, 0.0, "best_val_loss")
+    assert (cfg.penalty.kind, cfg.penalty.coeff, cfg.penalty.warmup_steps, cfg.penalty.norm) == ("covariance", 0.01, 0, "frobenius")
+    assert (cfg.penalty.hidden, cfg.penalty.layers) == (1024, 3)
+    m = cfg.model
+    assert (m.channels, m.tower_layers, m.dilated_layers, m.dilation_rate, m.crop, m.seq_len, m.seq_order) == (768, 6, 2, 1.5, 8, 2176, 2)
+    assert (m.dropout_dilated, m.dropout_pointwise, m.activation, m.biological_subspace_ratio) == (0.0, 0.0, "gelu", 0.5)
 
 
 @pytest.mark.parametrize("override, path, fragment", [
@@ -29,15 +47,15 @@ def test_demo_template_loads_with_typed_sections(tmp_path):
     ({"penalty.wieght": 1.0}, "penalty.wieght", "unknown key"),
     ({"train.epochs": "three"}, "train.epochs", "must be an integer"),
     ({"train.epochs": 0}, "train.epochs", "must be >= 1"),
-    ({"model.onehot_order": 3}, "model.onehot_order", "must be 1 or 2"),
-    ({"model.seq_len": 2048}, "model.seq_len", "odd multiple of 128"),
+    ({"model.seq_order": 3}, "model.seq_order", "must be 1 or 2"),
+    ({"model.seq_len": 2048}, "model.seq_len", "output positions"),
+    ({"model.chanels": 30}, "model.chanels", "unknown key"),
     ({"data.bin_size": 100}, "data.bin_size", "must equal the model's output bin"),
     ({"data.split.test": ["chr4"]}, "data.split", "more than one split: chr4"),
-    ({"metadata.variables.lab.type": "colour"}, "metadata.variables.lab.type", "must be one of category"),
-    ({"metadata.groups.technical.direct": ["lab", "biosample"]}, "metadata.groups.technical.direct[1]",
-     "declared in group 'biological'"),
-    ({"metadata.groups.biological.interact": ["tissue"]}, "metadata.groups.biological.interact[0]",
-     "unknown variable 'tissue'"),
+    ({"metadata.lab.type": "colour"}, "metadata.lab.type", "must be one of category"),
+    ({"metadata.lab.intermediate": "multihot"}, "metadata.lab.intermediate", "unknown intermediate 'multihot'"),
+    ({"metadata.biological_features.interact.variables": ["tissue"]}, "metadata.tissue", "not defined"),
+    ({"metadata.technical_features.interact.out_dim": 0}, "metadata.technical_features.interact.out_dim", "positive"),
     ({"model.head_kind": "baseline"}, "penalty.kind", "must be none for model.head_kind: baseline"),
     ({"data.augment.reverse_complement": "yes"}, "data.augment.reverse_complement", "true or false"),
 ])

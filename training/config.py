@@ -210,7 +210,7 @@ def _error_path(error: Mapping[str, Any]) -> str:
 
 def _error_message(error: Mapping[str, Any]) -> str:
     kind = error["type"]
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         return "unknown key"
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
