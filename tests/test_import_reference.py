@@ -23,7 +23,7 @@ from mfd_common import tokens
 from mfd_common.card import ModelCard
 from tests.fixtures.reference_checkpoint import (MAPPING, NEW_CONDITION, Pandas1Frame, ReferenceFixture,
                                                   build_reference_checkpoint, load_df_raw, reference_codes,
-                                                  reference_hparams, write_reference_checkpoint)
+                                                  write_reference_checkpoint)
 from tests.fixtures.service import REPO_ROOT, run_service
 from training.import_reference import import_reference
 from training.reference_checkpoint import ReferenceImportError
@@ -291,4 +291,3 @@ def test_pandas1_fixture_really_uses_the_old_layout(reference: ReferenceFixture,
     old, new = pickle.dumps(Pandas1Frame(reference.df), protocol=2), pickle.dumps(reference.df, protocol=2)
     assert b"_unpickle_block" not in old and b"BlockManager" in old
     assert b"_unpickle_block" in new
-    assert reference_hparams(6)["seq_order"] == 2
