@@ -1,5 +1,6 @@
 # mfd-serve: two commands on a fresh machine.
-#   make demo   set up, then serve the bundled demo model (embedded TorchScript, CPU) on http://127.0.0.1:3000
+#   make demo   set up, then serve the bundled demo model (embedded TorchScript, CPU) on http://127.0.0.1:3000,
+#               with the demo genome (generated once, deterministically, into build/demo_data) for intervals/variants
 #   make test   set up, then run the whole test suite (what .ci/run calls)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 # (e.g. https://download.pytorch.org/whl/cpu) so that no CUDA build is pulled.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup tools demo serve test image-test bench clean
+.PHONY: setup tools demo demo-genome serve test image-test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +24,16 @@ setup: $(VENV)/.installed
 tools: setup
 	bash scripts/install_tools.sh
 
-demo: setup
-	$(PY) -m service
+# The demo model's genome: training.demo_data is deterministic (seed 0), so this is the FASTA the bundled model
+# was trained on; 1 MB, generated in about a second rather than committed.
+DEMO_DATA ?= build/demo_data
+$(DEMO_DATA)/genome.fa:
+	$(PY) -m training.demo_data --out $(DEMO_DATA)
+
+demo-genome: setup $(DEMO_DATA)/genome.fa
+
+demo: setup $(DEMO_DATA)/genome.fa
+	MFD_FASTA=$(DEMO_DATA)/genome.fa $(PY) -m service
 
 serve: demo
 
@@ -39,6 +48,7 @@ bench: setup
 	$(PY) -m bench.bench_training
 	$(PY) -m bench.bench_trunk
 	$(PY) -m bench.bench_service
+	$(PY) -m bench.bench_variants
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -18,6 +18,7 @@ from mfd_common import tokens as dna
 from .backends import Backend, create_backend
 from .batcher import MicroBatcher
 from .conditions import ConditionResolver, ResolvedCondition
+from .effects import EnsembleSpec, crops, encode_windows, ensembled_scores, split_effects
 from .errors import RequestError, from_validation_error
 from .genome import Genome
 from .repository import ModelRepository, load_repository
@@ -109,6 +110,22 @@ class Engine:
             self.active_requests -= 1
         return score(features, self.card.d_tech, weights, biological_only=biological_only)
 
+    async def crop_features(self, long_tokens: np.ndarray, spec: EnsembleSpec) -> np.ndarray:
+        """Trunk features [N × shifts × strands, D] of every shifted crop on each strand of windows read
+        `spec.read_length(seq_len)` long, in `service.effects.crops` order, through the micro-batcher."""
+        self.active_requests += 1
+        try:
+            return await self.batcher.submit(crops(long_tokens, self.card.seq_len, spec))
+        finally:
+            self.active_requests -= 1
+
+    async def score_ensembled(self, long_tokens: np.ndarray, conditions: Sequence[ResolvedCondition],
+                              spec: EnsembleSpec, *, biological_only: bool) -> Scores:
+        """Ensembled scores [N, K] (service.effects): each quantity averaged over the crops of each window."""
+        weights = await self.conditions.weights(conditions)
+        features = await self.crop_features(long_tokens, spec)
+        return ensembled_scores(features, self.card.d_tech, weights, spec, biological_only=biological_only)
+
     def resolve_conditions(self, conditions: Sequence[Any]) -> list[ResolvedCondition]:
         return self.conditions.parse_many(conditions)
 
@@ -151,35 +168,21 @@ class Engine:
     async def predict_variants(self, request: VariantRequest) -> dict[str, Any]:
         resolved = self.resolve_conditions(request.conditions)
         genome = self._require_genome("variants")
-        seq_len = self.card.seq_len
-        windows = [variant_windows(genome, v.chrom, v.pos, v.ref, v.alt, seq_len, field=f"variants[{i}]")
+        strands = request.ensemble.strands if request.reverse_complement is None else 1 + request.reverse_complement
+        spec = EnsembleSpec(request.ensemble.shifts, strands)
+        length = spec.read_length(self.card.seq_len)
+        windows = [variant_windows(genome, v.chrom, v.pos, v.ref, v.alt, length, field=f"variants[{i}]")
                    for i, v in enumerate(request.variants)]
-        sequences = [w.ref for w in windows] + [w.alt for w in windows]
-        s = await self.score_windows(sequences, resolved, biological_only=request.biological_only,
-                                     reverse_complement=request.reverse_complement)
-        n = len(windows)
-        ref_p, alt_p = s.probability[:n].tolist(), s.probability[n:].tolist()
-        ref_l, alt_l = s.logit[:n].tolist(), s.logit[n:].tolist()
-        d_prob = (s.probability[n:] - s.probability[:n]).tolist()
-        d_logit = (s.logit[n:] - s.logit[:n]).tolist()
-        d_bio = (s.logit_bio[n:] - s.logit_bio[:n]).tolist()
-        d_tech = (s.logit_tech[n:] - s.logit_tech[:n]).tolist()
+        tokens = encode_windows([w.ref for w in windows] + [w.alt for w in windows])
+        effects = split_effects(await self.score_ensembled(tokens, resolved, spec,
+                                                           biological_only=request.biological_only), len(windows))
         tracks = [c.track for c in resolved]
-        results = []
-        for i, (variant, window) in enumerate(zip(request.variants, windows)):
-            results.append({
-                "index": i, "id": variant.id or f"{variant.chrom}:{variant.pos}:{variant.ref}>{variant.alt}",
-                "chrom": variant.chrom, "pos": variant.pos, "ref": variant.ref, "alt": variant.alt,
-                "window_start": window.window_start,
-                "effects": [{"condition": k, "track": tracks[k],
-                             "ref_probability": ref_p[i][k], "alt_probability": alt_p[i][k],
-                             "ref_logit": ref_l[i][k], "alt_logit": alt_l[i][k],
-                             "delta_probability": d_prob[i][k], "delta_logit": d_logit[i][k],
-                             "delta_logit_bio": d_bio[i][k], "delta_logit_tech": d_tech[i][k]}
-                            for k in range(len(resolved))],
-            })
+        results = [{"index": i, "id": v.id or f"{v.chrom}:{v.pos}:{v.ref}>{v.alt}", "chrom": v.chrom, "pos": v.pos,
+                    "ref": v.ref, "alt": v.alt, "window_start": w.window_start, "effects": effects.row_json(i, tracks)}
+                   for i, (v, w) in enumerate(zip(request.variants, windows))]
         return {"model": self.card.model_name, "backend": self.backend.name,
-                "biological_only": request.biological_only, "reverse_complement": request.reverse_complement,
+                "biological_only": request.biological_only, "reverse_complement": spec.strands == 2,
+                "ensemble": spec.to_json(),
                 "conditions": [c.to_json(k) for k, c in enumerate(resolved)], "results": results}
 
     def metadata(self) -> dict[str, Any]:

@@ -7,15 +7,17 @@ the allowed values, which `service.errors.from_validation_error` turns into our 
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from mfd_common import tokens
 
+from .effects import MAX_SHIFTS, PAPER_SHIFTS, PAPER_STRANDS
+from .variants import MAX_ALLELE_LENGTH
+
 ALPHABET = list(tokens.ALPHABET)
-MAX_ALLELE_LENGTH = 100
 
 
 def _ctx(info: ValidationInfo) -> dict[str, Any]:
@@ -162,13 +164,25 @@ class Variant(_Strict):
         return alt
 
 
+# ---- issue 11: shift × strand ensembling of variant effects (service/effects.py) ------------------------------
+class Ensemble(_Strict):
+    """Shifted crops × strands averaged per allele; the default is the paper's 7 × 2, `{shifts: 1, strands: 1}`
+    scores the single centred window."""
+
+    shifts: int = Field(PAPER_SHIFTS, ge=1, le=MAX_SHIFTS,
+                        description="Crops at offsets 0 … shifts−1 of a window read shifts−1 bases longer.")
+    strands: Literal[1, 2] = Field(PAPER_STRANDS, description="2 averages each crop with its reverse complement.")
+
+
 class VariantRequest(_Strict):
     """Score variants (alt − ref) under conditions; windows are centred on each variant."""
 
     variants: Annotated[list[Variant], Field(min_length=1)]
     conditions: Annotated[list[Condition], Field(min_length=1)] = Field(description=CONDITIONS_DOC)
     biological_only: bool = False
-    reverse_complement: bool = Field(False, description="Average both strands for ref and alt windows.")
+    ensemble: Ensemble = Field(default_factory=Ensemble, description=Ensemble.__doc__)
+    reverse_complement: Optional[bool] = Field(
+        None, description="Older alias of `ensemble.strands` (true → 2, false → 1); overrides it when given.")
 
     @field_validator("variants", mode="before")
     @classmethod
@@ -239,7 +253,7 @@ class VariantResult(BaseModel):
     pos: int
     ref: str
     alt: str
-    window_start: int = Field(description="0-based genomic start of the ref window")
+    window_start: int = Field(description="0-based genomic start of the ref window read (seq_len + shifts − 1 bases)")
     effects: list[Effect]
 
 
@@ -248,6 +262,7 @@ class VariantResponse(BaseModel):
     backend: str
     biological_only: bool
     reverse_complement: bool
+    ensemble: Ensemble
     conditions: list[ResolvedConditionOut]
     results: list[VariantResult]
 

@@ -133,7 +133,8 @@ def test_variant_effects_snv_and_indels(mfd_service, service_genome, torchscript
         {"chrom": "chr1", "pos": ins_pos, "ref": chrom[ins_pos - 1].lower(), "alt": chrom[ins_pos - 1] + "GATTACA"},
     ]
     conditions = ["ENCFF001", NEVER_MEASURED]
-    r = post(mfd_service, "/predict_variants", {"variants": variants, "conditions": conditions})
+    r = post(mfd_service, "/predict_variants", {"variants": variants, "conditions": conditions,
+                                                "ensemble": {"shifts": 1, "strands": 1}})
     assert r.status_code == 200, r.text
     body = r.json()
     assert [v["id"] for v in body["results"]] == ["snv", f"chr1:{del_pos}:{variants[1]['ref']}>{variants[1]['alt']}",

@@ -1,0 +1,302 @@
+"""`python -m service.batch variants in.vcf.gz --conditions … --out out.vcf.gz`: variant effects for a VCF/BCF.
+
+    input records ─► record chunks (shards) ─► per ALT allele: check (symbolic? allele letters? REF = FASTA?)
+                     ─► ref/alt windows (service.variants) ─► Engine.score_ensembled (service.effects)
+                     ─► shard-NNNNNN.npz  (alt − ref per allele × quantity × condition; error code per allele)
+    merge: input records again, in order ─► the same records written back with Number=A INFO fields
+                     MFD_<condition>_{DPROB,DLOGIT,DBIO,DTECH} and MFD_ERROR ─► out.vcf.gz / .bcf / .vcf / .tsv
+
+Multi-allelic records are split for scoring and written back whole, one value per ALT (Number=A); an allele that
+cannot be scored gets missing values and its error code in MFD_ERROR, and is listed with the full message in
+`<out>.errors.tsv`, so no record is dropped silently. `--on-error fail` stops at the first such allele instead.
+Chromosome names are matched to the FASTA's scheme (`1` ↔ `chr1`); records keep their own names in the output.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from pydantic import ValidationError
+
+from ..effects import QUANTITIES, EnsembleSpec, encode_windows, split_effects
+from ..engine import Engine
+from ..errors import RequestError, from_validation_error
+from ..schemas import Variant
+from ..variants import variant_windows
+from .runtime import NamedCondition, describe, resolve
+from .shards import BatchError, WorkDir, atomic_output, my_shards, shard_ranges
+
+#: INFO suffix per effect quantity (alt − ref of the ensembled value).
+SUFFIXES = {"probability": "DPROB", "logit": "DLOGIT", "logit_bio": "DBIO", "logit_tech": "DTECH"}
+ERROR_FIELD = "MFD_ERROR"
+#: Alleles scored per engine call: 2 × this × shifts × strands windows (≈ 7,000 at the paper's 7 × 2).
+ALLELES_PER_CALL = 256
+
+
+@dataclass(frozen=True)
+class Record:
+    ordinal: int
+    chrom: str
+    pos: int
+    id: str | None
+    ref: str
+    alts: tuple[str, ...]
+
+
+def open_input(path: Path, **options: Any):
+    """pysam.VariantFile for reading; htslib's note that a .vcf.gz has no index is silenced (we read it whole)."""
+    import pysam
+
+    verbosity = pysam.set_verbosity(0)
+    try:
+        return pysam.VariantFile(str(path), **options)
+    except (OSError, ValueError) as exc:
+        raise BatchError(f"{path}: cannot read as VCF/BCF ({exc})") from None
+    finally:
+        pysam.set_verbosity(verbosity)
+
+
+def read_records(path: Path) -> Iterator[Record]:
+    with open_input(path, drop_samples=True) as vcf:
+        for ordinal, rec in enumerate(vcf):
+            yield Record(ordinal, rec.chrom, rec.pos, rec.id, rec.ref or "", tuple(rec.alts or ()))
+
+
+def count_records(path: Path) -> int:
+    return sum(1 for _ in read_records(path))
+
+
+def info_key(condition: str, quantity: str) -> str:
+    return f"MFD_{condition}_{SUFFIXES[quantity]}"
+
+
+# ---- scoring ---------------------------------------------------------------------------------------------------
+@dataclass
+class _Allele:
+    row: int
+    chrom: str
+    pos: int
+    ref: str
+    alt: str
+
+
+def check_allele(record: Record, alt: str, field: str) -> Variant:
+    """The allele as the service would accept it, or RequestError (kind names the reason)."""
+    if alt in ("*", ".", "") or alt.startswith("<") or "[" in alt or "]" in alt:
+        raise RequestError(f"{field}.alt", f"symbolic or missing ALT allele {alt!r} cannot be scored",
+                           kind="symbolic_allele")
+    try:
+        return Variant.model_validate({"chrom": record.chrom, "pos": record.pos, "ref": record.ref, "alt": alt})
+    except ValidationError as exc:
+        error = from_validation_error(exc)
+        raise RequestError(f"{field}.{error.field}", error.message, kind="invalid_allele") from None
+
+
+async def score_shard(engine: Engine, records: list[Record], resolved: list, spec: EnsembleSpec, *,
+                      biological_only: bool, fail_fast: bool) -> dict[str, np.ndarray]:
+    """Effects of every ALT allele of `records`: values [A, 4, K] (NaN where not scored) and per-allele errors."""
+    assert engine.genome is not None
+    length = spec.read_length(engine.card.seq_len)
+    ordinals, allele_index, codes, messages, todo, windows = [], [], [], [], [], []
+    for record in records:
+        for a, alt in enumerate(record.alts or ("",)):
+            row = len(ordinals)
+            ordinals.append(record.ordinal)
+            allele_index.append(a)
+            field = f"record {record.ordinal + 1} ({record.chrom}:{record.pos} {record.ref}>{alt})"
+            try:
+                variant = check_allele(record, alt, field)
+                windows.append(variant_windows(engine.genome, variant.chrom, variant.pos, variant.ref, variant.alt,
+                                               length, field=field))
+                todo.append(row)
+                codes.append("")
+                messages.append("")
+            except RequestError as exc:
+                if fail_fast:
+                    raise BatchError(f"{exc.field}: {exc.message}") from None
+                codes.append(exc.kind)
+                messages.append(f"{exc.field}: {exc.message}")
+    values = np.full((len(ordinals), len(QUANTITIES), len(resolved)), np.nan, dtype=np.float32)
+    for start in range(0, len(todo), ALLELES_PER_CALL):
+        part = windows[start:start + ALLELES_PER_CALL]
+        tokens = encode_windows([w.ref for w in part] + [w.alt for w in part])
+        effects = split_effects(await engine.score_ensembled(tokens, resolved, spec,
+                                                             biological_only=biological_only), len(part))
+        rows = np.array(todo[start:start + ALLELES_PER_CALL])
+        for q, quantity in enumerate(QUANTITIES):
+            values[rows, q, :] = effects.delta(quantity)
+    return {"ordinal": np.array(ordinals, dtype=np.int64), "allele": np.array(allele_index, dtype=np.int32),
+            "values": values, "error": np.array(codes, dtype=str), "message": np.array(messages, dtype=str)}
+
+
+async def compute_shards(engine: Engine, args: argparse.Namespace, work: WorkDir, total: int,
+                         conditions: list[NamedCondition], spec: EnsembleSpec) -> int:
+    """Score this process's missing shards; returns how many it computed."""
+    from tqdm import tqdm
+
+    ranges = shard_ranges(total, args.records_per_shard)
+    todo = [i for i in my_shards(len(ranges), args.shard_index, args.shard_count) if not work.done(i)]
+    resolved = resolve(engine, conditions)
+    if not todo:
+        return 0
+    wanted = set(todo)
+    progress = tqdm(total=sum(ranges[i][1] - ranges[i][0] for i in todo), unit="rec", disable=args.no_progress,
+                    desc=f"variants shard-set {args.shard_index}/{args.shard_count}", file=sys.stderr)
+    chunk: list[Record] = []
+    current = -1
+    with progress:
+        for record in read_records(args.input):
+            shard = record.ordinal // args.records_per_shard
+            if shard not in wanted:
+                continue
+            if shard != current and chunk:
+                await _finish(engine, work, current, chunk, resolved, spec, args, progress)
+                chunk = []
+            current = shard
+            chunk.append(record)
+        if chunk:
+            await _finish(engine, work, current, chunk, resolved, spec, args, progress)
+    return len(todo)
+
+
+async def _finish(engine, work, shard, chunk, resolved, spec, args, progress) -> None:
+    arrays = await score_shard(engine, chunk, resolved, spec, biological_only=args.biological_only,
+                               fail_fast=args.on_error == "fail")
+    work.save(shard, arrays)
+    progress.update(len(chunk))
+
+
+# ---- merge -----------------------------------------------------------------------------------------------------
+def _alleles(work: WorkDir, count: int) -> Iterator[tuple[int, int, np.ndarray, str, str]]:
+    for shard in range(count):
+        data = work.load(shard)
+        for i in range(len(data["ordinal"])):
+            yield (int(data["ordinal"][i]), int(data["allele"][i]), data["values"][i], str(data["error"][i]),
+                   str(data["message"][i]))
+
+
+def _grouped(work: WorkDir, count: int) -> Iterator[tuple[int, list[tuple[np.ndarray, str, str]]]]:
+    """Per record ordinal (ascending), its alleles' (values [4, K], error code, message)."""
+    current, group = -1, []
+    for ordinal, _, values, code, message in _alleles(work, count):
+        if ordinal != current and group:
+            yield current, group
+            group = []
+        current = ordinal
+        group.append((values, code, message))
+    if group:
+        yield current, group
+
+
+def output_format(path: Path, requested: str | None) -> str:
+    if requested:
+        return requested
+    name = path.name.lower()
+    if name.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz")):
+        return "tsv"
+    if name.endswith(".bcf"):
+        return "bcf"
+    if name.endswith((".vcf.gz", ".vcf.bgz")):
+        return "vcf.gz"
+    if name.endswith(".vcf"):
+        return "vcf"
+    raise BatchError(f"--out {path}: cannot tell the format from the name; use .vcf.gz, .vcf, .bcf or .tsv[.gz] "
+                     "or pass --format")
+
+
+def _header(vin: Any, conditions: list[NamedCondition], resolved: list, spec: EnsembleSpec, engine: Engine,
+            biological_only: bool):
+    header = vin.header.copy()
+    header.add_line(f"##mfd_model={engine.card.model_name}")
+    header.add_line(f"##mfd_ensemble=shifts:{spec.shifts},strands:{spec.strands},"
+                    f"biological_only:{str(biological_only).lower()}")
+    what = {"probability": "probability", "logit": "logit", "logit_bio": "biological logit (f_bio.w_bio)",
+            "logit_tech": "technical logit (f_tech.w_tech)"}
+    for named, condition in zip(conditions, resolved):
+        for quantity in QUANTITIES:
+            key = info_key(named.name, quantity)
+            if key not in header.info:
+                header.info.add(key, "A", "Float",
+                                f"MFD alt - ref {what[quantity]}, mean over {spec.shifts} shifts x {spec.strands} "
+                                f"strands; condition {named.name}: {describe(condition)}")
+    if "END" not in header.info:  # VCF's reserved key; htslib writes it for symbolic alleles it passes through
+        header.info.add("END", "1", "Integer", "End position of the variant described in this record")
+    if ERROR_FIELD not in header.info:
+        header.info.add(ERROR_FIELD, ".", "String",
+                        "Why MFD did not score each ALT allele (. = scored; one code if ALT is missing); "
+                        "details in the .errors.tsv report")
+    return header
+
+
+def write_vcf(args: argparse.Namespace, work: WorkDir, count: int, fmt: str, conditions: list[NamedCondition],
+              resolved: list, spec: EnsembleSpec, engine: Engine) -> list[list[str]]:
+    import pysam
+
+    errors: list[list[str]] = []
+    mode = {"vcf.gz": "wz", "bcf": "wb", "vcf": "w"}[fmt]
+    with open_input(args.input) as vin, atomic_output(args.out) as tmp:
+        header = _header(vin, conditions, resolved, spec, engine, args.biological_only)
+        with pysam.VariantFile(str(tmp), mode, header=header) as vout:
+            groups = _grouped(work, count)
+            for ordinal, rec in enumerate(vin):
+                got, alleles = next(groups, (None, []))
+                if got != ordinal:
+                    raise BatchError(f"shard files do not match the input at record {ordinal + 1}; "
+                                     "was the input changed? remove the work directory and rerun")
+                rec.translate(vout.header)
+                for k, named in enumerate(conditions if rec.alts else ()):
+                    for q, quantity in enumerate(QUANTITIES):
+                        rec.info[info_key(named.name, quantity)] = tuple(
+                            None if np.isnan(v[q, k]) else float(v[q, k]) for v, _, _ in alleles)
+                if any(code for _, code, _ in alleles):
+                    rec.info[ERROR_FIELD] = tuple(code or "." for _, code, _ in alleles)
+                    errors.extend([str(ordinal + 1), rec.chrom, str(rec.pos), rec.id or ".", rec.ref or ".",
+                                   (rec.alts or (".",))[a] if rec.alts else ".", code, message]
+                                  for a, (_, code, message) in enumerate(alleles) if code)
+                vout.write(rec)
+    return errors
+
+
+def write_table(args: argparse.Namespace, work: WorkDir, count: int, conditions: list[NamedCondition]) -> list[list[str]]:
+    errors: list[list[str]] = []
+    columns = ["chrom", "pos", "id", "ref", "alt", "error"] + [
+        f"{named.name}.delta_{quantity}" for named in conditions for quantity in QUANTITIES]
+    opener = gzip.open if args.out.name.endswith(".gz") else open
+    records = read_records(args.input)
+    with atomic_output(args.out) as tmp:
+        with opener(tmp, "wt", newline="") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer.writerow(columns)
+            for ordinal, alleles in _grouped(work, count):
+                record = next(records)
+                if record.ordinal != ordinal:
+                    raise BatchError(f"shard files do not match the input at record {ordinal + 1}")
+                for a, (values, code, message) in enumerate(alleles):
+                    alt = record.alts[a] if record.alts else "."
+                    row = [record.chrom, record.pos, record.id or ".", record.ref, alt, code or "."]
+                    row += ["NA" if np.isnan(values[q, k]) else f"{values[q, k]:.6g}"
+                            for k in range(len(conditions)) for q in range(len(QUANTITIES))]
+                    writer.writerow(row)
+                    if code:
+                        errors.append([str(ordinal + 1), record.chrom, str(record.pos), record.id or ".", record.ref,
+                                       alt, code, message])
+    return errors
+
+
+def write_error_report(out: Path, errors: list[list[str]]) -> Path | None:
+    path = out.with_name(out.name + ".errors.tsv")
+    if not errors:
+        path.unlink(missing_ok=True)
+        return None
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer.writerow(["record", "chrom", "pos", "id", "ref", "alt", "error", "message"])
+            writer.writerows(errors)
+    return path
