@@ -29,7 +29,7 @@ from tests.fixtures.infra import (
     by_kind, check_exprs_parse, fast_rules_copy, grafana_expr_to_promql, promtool, render_overlay, run_prometheus,
 )
 
-SEQ_LEN = 2176
+SEQ_LEN = 2177
 NAMESPACE = "mfd-test"
 
 

@@ -169,7 +169,7 @@ def _replace(path: Path, old: str, new: str) -> None:
 
 @pytest.mark.parametrize("model,old,new,message", [
     (TRUNK_MODEL, "TYPE_UINT8", "TYPE_FP32", "data_type TYPE_FP32, expected TYPE_UINT8"),
-    (TRUNK_MODEL, "dims: [ 2176 ]", "dims: [ 2175 ]", "dims [2175], expected [2176]"),
+    (TRUNK_MODEL, "dims: [ 2177 ]", "dims: [ 2175 ]", "dims [2175], expected [2177]"),
     (TRUNK_MODEL, "kind: KIND_GPU", "kind: KIND_CPU", "KIND_GPU"),
     (TRUNK_MODEL, "max_queue_delay_microseconds", "max_queue_delay_micros", "not a valid Triton ModelConfig"),
     (TRUNK_MODEL, "preferred_batch_size: [ 64,", "preferred_batch_size: [ 512,", "outside 1..max_batch_size"),

@@ -103,7 +103,7 @@ def test_intervals_read_through_the_fasta(mfd_service, service_genome, torchscri
     r = post(mfd_service, "/predict", {"intervals": intervals, "conditions": ["ENCFF002", NEVER_MEASURED]})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert [x["id"] for x in body["results"]] == ["chr1:0-2176", "masked", "chr2:3824-6000"]
+    assert [x["id"] for x in body["results"]] == [f"chr1:0-{SEQ_LEN}", "masked", f"chr2:{6000 - SEQ_LEN}-6000"]
     assert body["results"][1]["interval"]["start"] == 900
     sequences = [service_genome.fetch(i["chrom"], i["start"], i["end"]) for i in intervals]
     expected = torchscript_reference.scores(sequences, ["ENCFF002", NEVER_MEASURED])
@@ -173,7 +173,7 @@ SEQ = random_sequences(1, seed=9)[0]
 BAD_INPUTS = [
     ("letters", {"sequences": [SEQ, SEQ[:40] + "R" + SEQ[41:]], "conditions": ["ENCFF001"]}, 422, "sequences[1]",
      "position 40"),
-    ("length", {"sequences": [SEQ[:-1]], "conditions": ["ENCFF001"]}, 422, "sequences[0]", "2175"),
+    ("length", {"sequences": [SEQ[:-1]], "conditions": ["ENCFF001"]}, 422, "sequences[0]", str(SEQ_LEN - 1)),
     ("empty sequences", {"sequences": [], "conditions": ["ENCFF001"]}, 422, "sequences", None),
     ("empty conditions", {"sequences": [SEQ], "conditions": []}, 422, "conditions", None),
     ("unknown value", {"sequences": [SEQ], "conditions": ["ENCFF001", {"biosample": "K526"}]}, 422,
@@ -194,7 +194,7 @@ BAD_INPUTS = [
     ("interval unknown chrom", {"intervals": [{"chrom": "chr9", "start": 0, "end": SEQ_LEN}],
                                 "conditions": ["ENCFF001"]}, 422, "intervals[0].chrom", None),
     ("interval length", {"intervals": [{"chrom": "chr1", "start": 0, "end": 100}], "conditions": ["ENCFF001"]},
-     422, "intervals[0].end", "2176"),
+     422, "intervals[0].end", str(SEQ_LEN)),
     ("negative start", {"intervals": [{"chrom": "chr1", "start": -5, "end": SEQ_LEN - 5}],
                         "conditions": ["ENCFF001"]}, 422, "intervals[0].start", None),
 ]

@@ -14,7 +14,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.slow
-SEQ = "".join(random.Random(41).choice("ACGT") for _ in range(2176))
+SEQ = "".join(random.Random(41).choice("ACGT") for _ in range(2177))
 # A slow request: 128 windows, both strands → 256 trunk rows (≈0.3-1 s on a CPU core with the tiny model).
 SLOW = {"sequences": [SEQ] * 128, "conditions": ["ENCFF001", "ENCFF002"], "reverse_complement": True}
 
