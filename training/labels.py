@@ -51,17 +51,16 @@ class TrackSource:
     path: Path
 
 
-def _fingerprint(tracks: Sequence[TrackSource], chrom_sizes: Mapping[str, int], bin_size: int,
-                 min_overlap: int) -> str:
-    """What the bits depend on; a resumed build must match it, or its earlier bits would be wrong."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps({"version": FORMAT_VERSION, "bin_size": bin_size, "min_overlap": min_overlap,
-                              "chroms": list(chrom_sizes.items())}).encode())
-    for track in tracks:
-        stat = track.path.stat() if track.path.exists() else None
-        digest.update(json.dumps([track.id, str(track.path), stat.st_size if stat else None,
-                                  stat.st_mtime_ns if stat else None]).encode())
-    return digest.hexdigest()
+def _settings_key(chrom_sizes: Mapping[str, int], bin_size: int, min_overlap: int, n_tracks: int) -> str:
+    """What every bit depends on; a resumed build must match it."""
+    return hashlib.sha256(json.dumps({"version": FORMAT_VERSION, "bin_size": bin_size, "min_overlap": min_overlap,
+                                      "n_tracks": n_tracks, "chroms": list(chrom_sizes.items())}).encode()).hexdigest()
+
+
+def _file_key(track: TrackSource) -> list:
+    """A done track is reused on resume only if its file is unchanged (same path, size and mtime)."""
+    stat = track.path.stat()
+    return [track.id, str(track.path), stat.st_size, stat.st_mtime_ns]
 
 
 class LabelStore:
@@ -177,13 +176,20 @@ def build_label_store(out: str | Path, tracks: Sequence[TrackSource], chrom_size
             raise LabelStoreError(f"{out} already holds a label store for other tracks or settings; "
                                   f"pass overwrite=True (--force) to replace it")
     partial = out.with_name(out.name + ".partial")
-    fingerprint = _fingerprint(tracks, chrom_sizes, bin_size, min_overlap)
-    done = 0
+    settings = _settings_key(chrom_sizes, bin_size, min_overlap, len(tracks))
+    done, done_keys, hits = 0, [], [0] * len(tracks)
     state_path = partial / PROGRESS_FILE
     if state_path.is_file():
         state = json.loads(state_path.read_text())
-        if state.get("fingerprint") == fingerprint:
-            done = int(state["done"])
+        if state.get("settings") == settings:
+            for k, key in enumerate(state.get("done", [])):   # the longest prefix of unchanged tracks
+                if k >= len(tracks) or not tracks[k].path.is_file() or key != _file_key(tracks[k]):
+                    break
+                done_keys.append(key)
+                hits[k] = state["hits"][k]
+            done = len(done_keys)
+        if done < len(state.get("done", [])):   # a changed track's bits cannot be taken back out: start over
+            done, done_keys, hits = 0, [], [0] * len(tracks)
     if done == 0 and partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
@@ -194,15 +200,13 @@ def build_label_store(out: str | Path, tracks: Sequence[TrackSource], chrom_size
     bits = np.memmap(partial / LABELS_FILE, dtype=np.uint8, mode=mode, shape=(total_bins, row_bytes))
     bin_offsets = np.array([c["bin_offset"] for c in chroms], dtype=np.int64)
     n_bins_chrom = np.array([c["size"] // bin_size for c in chroms], dtype=np.int64)
-    hits = [0] * len(tracks)
-    if done:
-        hits[:done] = json.loads(state_path.read_text()).get("hits", [0] * done)
     bar = tqdm(total=len(tracks), initial=done, desc="peaks → label bits", unit="track",
                disable=not progress, file=sys.stderr)
     for k in range(done, len(tracks)):
         hits[k] = _set_track(bits, k, tracks[k], chrom_sizes, bin_offsets, n_bins_chrom, bin_size, min_overlap)
         bits.flush()
-        _write_json(state_path, {"fingerprint": fingerprint, "done": k + 1, "hits": hits[:k + 1]})
+        done_keys.append(_file_key(tracks[k]))
+        _write_json(state_path, {"settings": settings, "done": done_keys, "hits": hits[:k + 1]})
         bar.update(1)
     bar.close()
 
@@ -214,7 +218,7 @@ def build_label_store(out: str | Path, tracks: Sequence[TrackSource], chrom_size
     _write_json(partial / META_FILE, {
         "version": FORMAT_VERSION, "bin_size": bin_size, "min_overlap": min_overlap, "tracks": ids,
         "peak_files": [str(t.path) for t in tracks], "bins_hit": hits, "chromosomes": chroms,
-        "total_bins": total_bins, "row_bytes": row_bytes, "fingerprint": fingerprint,
+        "total_bins": total_bins, "row_bytes": row_bytes, "settings": settings,
     })
     (partial / PROGRESS_FILE).unlink()
     if out.exists():

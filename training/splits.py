@@ -69,12 +69,11 @@ def validation_blocks(n_remaining: int, n_total: int, fraction: float, blocks: i
     `blocks` equal intervals, the first round(fraction · n_total / blocks) bins of each go to validation.
     """
     is_val = np.zeros(n_remaining, dtype=bool)
-    if fraction <= 0 or n_remaining == 0:
+    if fraction <= 0 or n_remaining < 2:
         return is_val
-    interval = max(1, n_remaining // blocks)
-    per_block = int(fraction * n_total // blocks)
-    if per_block == 0:
-        per_block = 1  # a tiny data set still gets a validation set
+    blocks = min(blocks, n_remaining // 2)            # tiny sets: fewer blocks, each keeps a training part
+    interval = n_remaining // blocks
+    per_block = min(max(1, int(fraction * n_total // blocks)), interval - 1)
     is_val[:] = (np.arange(n_remaining) % interval) < per_block
     return is_val
 
