@@ -213,9 +213,9 @@ def test_encode_metadata_tsv_as_downloaded(tmp_path):
 
 def test_independence_measures_on_known_dependence():
     rng = np.random.default_rng(0)
-    bio = rng.normal(size=(1500, 4))
-    independent = shuffled_pair_accuracy(bio, rng.normal(size=(1500, 4)), max_samples=1500)
-    dependent = shuffled_pair_accuracy(bio, bio[:, :2] + 0.05 * rng.normal(size=(1500, 2)), max_samples=1500)
+    bio = rng.normal(size=(1000, 4))
+    independent = shuffled_pair_accuracy(bio, rng.normal(size=(1000, 4)), max_samples=1000)
+    dependent = shuffled_pair_accuracy(bio, bio[:, :2] + 0.05 * rng.normal(size=(1000, 2)), max_samples=1000)
     assert abs(independent - 0.5) < 0.07 and dependent > 0.8, (independent, dependent)
     logits_bio = np.stack([np.array([1.0, -1.0, 1.0, -1.0]), np.zeros(4)], axis=1)        # var 1 and 0
     logits_tech = np.stack([np.array([0.0, 0.0, 0.0, 0.0]), np.array([2.0, 0, 2, 0])], axis=1)  # var 0 and 1
@@ -227,5 +227,5 @@ def test_bench_data_small_size(tmp_path):
     from bench.bench_data import run_size
     result = run_size(tmp_path / "bench", n_tracks=3, genome_bp=1_200_000, peaks=1500, window=WINDOW, workers=0,
                       seconds=0.5, batch=64)
-    assert result["tracks"] == 3 and result["bins"] > 9000 and result["universe_bins"] > 0
+    assert result["tracks"] == 3 and result["bins"] > 8000 and result["universe_bins"] > 0
     assert result["windows_per_s_in_process"] > 0 and result["build_rss_mb"] > 0

@@ -99,8 +99,8 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / denom) if denom > 0 else 0.0
 
 
-def shuffled_pair_accuracy(f_bio: np.ndarray, f_tech: np.ndarray, *, max_samples: int = 4000, seed: int = 0,
-                           n_estimators: int = 100, max_depth: int = 4) -> float:
+def shuffled_pair_accuracy(f_bio: np.ndarray, f_tech: np.ndarray, *, max_samples: int = 2000, seed: int = 0,
+                           n_estimators: int = 50, max_depth: int = 4) -> float:
     """Held-out accuracy of a random forest telling real [f_bio, f_tech] rows from [f_bio, shuffled f_tech].
 
     0.5 = the forest cannot tell them apart (the subspaces look independent); 1.0 = fully dependent. As the
