@@ -188,11 +188,10 @@ def extrapolate(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
     bins = GRCH38_BP // BIN
     store_gb = bins * ((PAPER_TRACKS + 7) // 8 + 2) / 1e9
     per_peak_s = large["labels_s"] / (large["tracks"] * large["peaks_per_track"])
-    growth = (large["build_rss_mb"] - small["build_rss_mb"]) / max(1.0, large["store_mb"] - small["store_mb"])
     return {
         "grch38_bins": bins, "store_gb_on_disk": round(store_gb, 2), "genome_tokens_gb_on_disk": 3.1,
         "label_build_hours_at_50k_peaks_per_track": round(per_peak_s * PAPER_TRACKS * 50_000 / 3600, 2),
-        "build_rss_mb_growth_per_store_mb": round(growth, 3),
+        "build_rss_mb_small_large": [round(small["build_rss_mb"]), round(large["build_rss_mb"])],
         "note": "training RAM = loader buffers (tens of MB per worker) + page cache of the memory-mapped "
                 "store, which the OS bounds; the store itself is never loaded into process memory",
     }
