@@ -20,7 +20,7 @@ from mfd_common.tokens import COMPLEMENT_CODES
 
 from .config import ConfigError, load_config, parse_overrides
 from .dataset import Windows
-from .metrics import independence_metrics, per_track_metrics
+from .metrics import independence_metrics, per_track_metrics, shuffled_pair_accuracy, variance_share
 from .model import MFDModel
 
 
@@ -70,7 +70,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def metrics_from_predictions(pred: dict[str, np.ndarray], track_ids: list[str], d_tech: int) -> dict[str, Any]:
-    """AUROC/AUPRC per track (strand-averaged and forward-only) and latent independence."""
+    """AUROC/AUPRC per track (strand-averaged and forward-only), latent independence and variance shares.
+
+    `independence` holds our correlation measures plus the authors' random-forest accuracy at telling real
+    (bio, tech) pairs from shuffled ones (`rf_shuffled_pair_accuracy`, 0.5 = independent); `variance_share`
+    how much of the logits' variation over windows the biological and technical parts carry.
+    """
     labels = pred["labels"]
     averaged = per_track_metrics(labels, pred["prob"], track_ids)
     forward = per_track_metrics(labels, pred["logits_fwd"], track_ids)
@@ -82,7 +87,9 @@ def metrics_from_predictions(pred: dict[str, np.ndarray], track_ids: list[str], 
         "auroc_mean_forward": forward["auroc_mean"],
         "auprc_mean_forward": forward["auprc_mean"],
         "per_track": averaged["per_track"],
-        "independence": independence_metrics(f[:, d_tech:], f[:, :d_tech]),
+        "independence": {**independence_metrics(f[:, d_tech:], f[:, :d_tech]),
+                         "rf_shuffled_pair_accuracy": shuffled_pair_accuracy(f[:, d_tech:], f[:, :d_tech])},
+        "variance_share": variance_share(pred["logits_bio"], pred["logits_tech"]),
     }
 
 

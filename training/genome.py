@@ -8,12 +8,16 @@ a user's request.
 """
 from __future__ import annotations
 
+import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyfaidx
+from tqdm.auto import tqdm
 
-from mfd_common.tokens import InvalidSequenceError, encode
+from mfd_common.tokens import N_CODE, InvalidSequenceError, encode
 
 
 class GenomeError(ValueError):
@@ -73,5 +77,90 @@ class Genome:
             self._cache[chrom] = sequence_to_tokens(str(self._fasta[chrom][:]), f"{self.path}:{chrom}")
         return self._cache[chrom]
 
+    def fetch_tokens(self, chrom: str, start: int, end: int) -> np.ndarray:
+        """Tokens of chrom[start:end] read on demand through pyfaidx (nothing cached)."""
+        self.check(chrom)
+        return sequence_to_tokens(str(self._fasta[chrom][start:end]), f"{self.path}:{chrom}:{start + 1}-{end}")
+
     def close(self) -> None:
         self._fasta.close()
+
+
+# ---- memory-mapped tokens: the paper-scale path -------------------------------------------------------------
+# GRCh38 as uint8 tokens is 3.1 GB: fine on disk, too much to hold per DataLoader worker. So the genome is
+# encoded once into one flat file that every worker memory-maps (pages are shared through the page cache).
+# Chromosomes sit between runs of N (`GENOME_PAD` bases), so a window that runs off a chromosome end reads N,
+# exactly as the in-memory path pads, without a per-window bounds check.
+
+GENOME_PAD = 1 << 15
+GENOME_FILE = "genome.u8"
+GENOME_INDEX = "genome.json"
+_FASTA_CHUNK = 1 << 23
+
+
+class TokenGenome:
+    """A memory-mapped uint8 token genome written by `build_token_genome`."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        index_path = self.directory / GENOME_INDEX
+        if not index_path.is_file():
+            raise GenomeError(f"{self.directory}: no complete token genome ({GENOME_INDEX} missing); "
+                              f"build it with build_token_genome")
+        index = json.loads(index_path.read_text())
+        self.pad = int(index["pad"])
+        self.fasta = index["fasta"]
+        self.sizes: dict[str, int] = {c["name"]: int(c["size"]) for c in index["chromosomes"]}
+        self.offsets: dict[str, int] = {c["name"]: int(c["offset"]) for c in index["chromosomes"]}
+        self.tokens = np.memmap(self.directory / GENOME_FILE, dtype=np.uint8, mode="r")
+
+    @property
+    def chromosomes(self) -> list[str]:
+        return list(self.sizes)
+
+    def fetch(self, chrom: str, start: int, end: int) -> np.ndarray:
+        """Tokens of chrom[start:end]; positions off the chromosome (up to `pad` bases) read as N."""
+        if chrom not in self.sizes:
+            raise GenomeError(f"chromosome {chrom!r} not found in {self.directory}")
+        if start < -self.pad or end > self.sizes[chrom] + self.pad:
+            raise GenomeError(f"{chrom}:{start}-{end} runs more than {self.pad} bases off the chromosome")
+        base = self.offsets[chrom]
+        return np.asarray(self.tokens[base + start:base + end])
+
+
+def build_token_genome(fasta: str | Path, out_dir: str | Path, *, progress: bool = True) -> TokenGenome:
+    """Encode a FASTA once into `out_dir/genome.u8` (+ `genome.json`); reused when already complete.
+
+    Streams each chromosome through pyfaidx in 8-Mb slices (never a whole chromosome as a Python string) and
+    writes to a temporary name renamed into place at the end, so an interrupted build leaves nothing that
+    looks complete.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / GENOME_INDEX).is_file():
+        return TokenGenome(out_dir)
+    genome = Genome(fasta)
+    total = sum(genome.sizes.values()) + GENOME_PAD * (len(genome.sizes) + 1)
+    partial = out_dir / (GENOME_FILE + ".partial")
+    out = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(total,))
+    out[:] = N_CODE
+    chroms, offset = [], GENOME_PAD
+    bar = tqdm(total=sum(genome.sizes.values()), desc="genome → tokens", unit="bp", unit_scale=True,
+               disable=not progress, file=sys.stderr)
+    for name, size in genome.sizes.items():
+        for start in range(0, size, _FASTA_CHUNK):
+            end = min(size, start + _FASTA_CHUNK)
+            out[offset + start:offset + end] = genome.fetch_tokens(name, start, end)
+            bar.update(end - start)
+        chroms.append({"name": name, "size": size, "offset": offset})
+        offset += size + GENOME_PAD
+    bar.close()
+    out.flush()
+    del out
+    genome.close()
+    os.replace(partial, out_dir / GENOME_FILE)
+    index_tmp = out_dir / (GENOME_INDEX + ".partial")
+    index_tmp.write_text(json.dumps({"fasta": str(Path(fasta).resolve()), "pad": GENOME_PAD,
+                                     "chromosomes": chroms}, indent=1))
+    os.replace(index_tmp, out_dir / GENOME_INDEX)
+    return TokenGenome(out_dir)
