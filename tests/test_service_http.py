@@ -247,7 +247,8 @@ def test_metadata_lists_vocabularies_and_tracks(mfd_service, torchscript_referen
     assert body["seq_len"] == SEQ_LEN and body["backend"] == "embedded"
     variables = {v["name"]: v for v in body["variables"]}
     assert variables["biosample"]["allowed"] == ["GM12878", "HepG2", "K562"]
-    assert variables["lab"]["group"] == "technical" and variables["release_year"]["type"] == "year"
+    assert variables["lab"]["group"] == "technical" and variables["release_year"]["type"] == "date.year"
+    assert body["bias_rule"] == "nearest_tracks_mean" and body["unspecified"] == "mean"
     assert [t["id"] for t in body["tracks"]] == list(torchscript_reference.tracks)
     assert body["genome"] == {"chr1": 30000, "chr2": 6000}
     assert body["limits"]["max_sequences"] == 64
