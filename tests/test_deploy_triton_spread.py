@@ -111,3 +111,36 @@ def test_calls_spread_over_two_triton_pods_and_survive_one_going_away(triton_ser
     assert served[0] == served[1] == calls / 2, served  # strict round-robin, one client per pod
     assert all(f.shape == survivors[0].shape and np.isfinite(f).all() for f in survivors)
 
+
+
+def test_pool_follows_membership_changes_and_closes_clients_of_pods_that_left():
+    """Pods added or removed between resolutions (HPA scale-out, rollouts): new addresses get a client, and a
+    departed pod's client is closed one resolution later, after calls in flight on it had time to finish."""
+    from service.backends.triton_pool import TritonPool
+
+    class Client:
+        def __init__(self, address: str):
+            self.address, self.closed = address, False
+
+        async def close(self):
+            self.closed = True
+
+    async def scenario():
+        pool = TritonPool("10.0.0.1:8001", Client)
+        await pool.refresh(force=True)
+        first = pool._clients["10.0.0.1:8001"]
+        pool.targets = parse_targets("10.0.0.1:8001,10.0.0.2:8001")  # what a new DNS answer looks like
+        await pool.refresh(force=True)
+        assert pool.addresses == ["10.0.0.1:8001", "10.0.0.2:8001"]
+        served = [await pool.call(lambda c: asyncio.sleep(0, c.address)) for _ in range(4)]
+        assert sorted(served) == ["10.0.0.1:8001"] * 2 + ["10.0.0.2:8001"] * 2
+        pool.targets = parse_targets("10.0.0.2:8001")
+        await pool.refresh(force=True)
+        assert pool.addresses == ["10.0.0.2:8001"] and not first.closed  # retired, not yet closed
+        await pool.refresh(force=True)
+        assert first.closed
+        await pool.close()
+        with pytest.raises(ConnectionError, match="closed"):
+            await pool.call(lambda c: asyncio.sleep(0, c.address))
+
+    asyncio.run(scenario())
