@@ -62,7 +62,8 @@ RUN apt-get update \
     && groupadd --system --gid 10001 mfd \
     && useradd --system --uid 10001 --gid mfd --home-dir /home/mfd --create-home --shell /usr/sbin/nologin mfd
 COPY --from=builder /opt/venv /opt/venv
-# The bundled demo model; in Kubernetes a volume is mounted over /models.
+# The bundled demo model. In Kubernetes the model-repository volume is mounted over /models and
+# MFD_MODEL_REPOSITORY points at one immutable version, /models/<version> (k8s/base, k8s/model-loader).
 COPY --chown=root:root model_repository/ /models/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -63,9 +63,10 @@ class Settings:
 
     model_repository: Path = BUNDLED_REPOSITORY          # MFD_MODEL_REPOSITORY
     backend: Literal["embedded", "triton"] = "embedded"  # MFD_BACKEND
-    triton_url: str = "localhost:8001"                   # MFD_TRITON_URL (host:port, no scheme)
+    triton_url: str = "localhost:8001"                   # MFD_TRITON_URL (host:port[,host:port…], no scheme)
     triton_protocol: Literal["grpc", "http"] = "grpc"    # MFD_TRITON_PROTOCOL
     triton_timeout_s: float = 30.0                       # MFD_TRITON_TIMEOUT_S
+    triton_startup_timeout_s: float = 900.0              # MFD_TRITON_STARTUP_TIMEOUT_S (GPU node + image pull)
     fasta: Path | None = None                            # MFD_FASTA (needed for intervals and variants)
     grpc_port: int = 3001                                # MFD_GRPC_PORT (0 disables the gRPC server)
     grpc_host: str = "0.0.0.0"                           # MFD_GRPC_HOST
@@ -97,6 +98,7 @@ class Settings:
             triton_url=triton_url.rstrip("/"),
             triton_protocol=_choice(env, "MFD_TRITON_PROTOCOL", "grpc", ("grpc", "http")),  # type: ignore[arg-type]
             triton_timeout_s=_float(env, "MFD_TRITON_TIMEOUT_S", 30.0),
+            triton_startup_timeout_s=_float(env, "MFD_TRITON_STARTUP_TIMEOUT_S", 900.0),
             fasta=Path(fasta).expanduser() if fasta else None,
             grpc_port=_int(env, "MFD_GRPC_PORT", 3001, minimum=0),
             grpc_host=env.get("MFD_GRPC_HOST", "0.0.0.0"),

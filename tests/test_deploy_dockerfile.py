@@ -48,8 +48,17 @@ def hadolint(path: Path) -> list[dict]:
     return json.loads(result.stdout or "[]")
 
 
-def test_hadolint_finds_nothing():
-    assert hadolint(DOCKERFILE) == []
+@pytest.mark.parametrize("path", [DOCKERFILE, REPO_ROOT / "docker" / "model.Dockerfile"], ids=["service", "model"])
+def test_hadolint_finds_nothing(path):
+    assert hadolint(path) == []
+
+
+def test_model_image_runs_as_a_numeric_non_root_user_and_keeps_versions_apart():
+    model = instructions((REPO_ROOT / "docker" / "model.Dockerfile").read_text())
+    [user] = [a for k, a in model if k == "USER"]
+    assert user.split(":")[0].isdigit() and int(user.split(":")[0]) > 0
+    [copy] = [a for k, a in model if k == "COPY"]
+    assert copy.split()[1] == "/model/${MODEL_VERSION}/"  # the loader Job publishes /model/<version>/
 
 
 def test_hadolint_really_lints(tmp_path):

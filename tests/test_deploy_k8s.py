@@ -24,7 +24,7 @@ from tests.fixtures.infra import (
 OLDEST_K8S = "1.29.0"
 SERVICE_ENV = {"MFD_MODEL_REPOSITORY", "MFD_BACKEND", "MFD_TRITON_URL", "MFD_TRITON_PROTOCOL", "MFD_FASTA",
                "MFD_GRPC_PORT", "MFD_AUTH_TOKEN", "MFD_MAX_SEQUENCES", "MFD_MAX_CONDITIONS", "MFD_MAX_INFLIGHT",
-               "MFD_DEVICE"}
+               "MFD_DEVICE", "MFD_TRITON_STARTUP_TIMEOUT_S"}
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_prod_overlay_runs_triton_on_gpu_nodes_behind_the_service(rendered):
     assert triton["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert any(t["key"] == "nvidia.com/gpu" for t in triton["spec"]["template"]["spec"]["tolerations"])
     args = c["args"]
-    assert "--model-repository=/models" in args
+    assert "--model-repository=/models/$(MODEL_VERSION)" in args
     assert {"--load-model=mfd_trunk", "--load-model=mfd_head"} <= set(args)
     assert "--metrics-config=summary_latencies=true" in args  # the dashboard's latency quantiles need it
     assert {p["containerPort"] for p in c["ports"]} == {8000, 8001, 8002}
@@ -209,7 +209,7 @@ def test_prod_overlay_runs_triton_on_gpu_nodes_behind_the_service(rendered):
     triton_svc = by_kind(docs, "Service")[host]
     assert {"name": "grpc", "port": int(port)}.items() <= \
         [p for p in triton_svc["spec"]["ports"] if p["name"] == "grpc"][0].items()
-    assert by_kind(docs, "PersistentVolumeClaim")["mfd-model-repository"]["spec"]["accessModes"] == ["ReadOnlyMany"]
+    assert by_kind(docs, "PersistentVolumeClaim")["mfd-model-repository"]["spec"]["accessModes"] == ["ReadWriteMany"]
     # The service's config map is referenced under its hashed name.
     dep = deployments["mfd-service"]
     [ref] = containers(dep)[0]["envFrom"]

@@ -5,7 +5,9 @@
 - the dashboard's structure, and every PromQL expression in it parsed by Prometheus's own parser (promtool);
 - a real Prometheus (Debian package) scraping real servers started here: the service with the embedded backend,
   the service with the Triton backend, and a real tritonserver started with the production metrics flags
-  (k8s/components/triton: latency summaries). The rules are loaded into that Prometheus and must evaluate
+  (k8s/components/triton: latency summaries). Each target carries the labels the Prometheus Operator sets
+  (job, namespace, pod, service, container and `endpoint=<port name>`), so a scraped label that clashes with them
+  shows up as `exported_*` and fails the tests. The rules are loaded into that Prometheus and must evaluate
   without error and produce series; every dashboard query and every adapter query must run and, except for the
   GPU-only ones, return data.
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import random
 import re
 import time
 from dataclasses import dataclass
@@ -26,10 +27,11 @@ import yaml
 
 from tests.fixtures.infra import (
     ADAPTER_VALUES, DASHBOARD_FILE, RULES_FILE, RULES_TESTS, PrometheusServer, ScrapeTarget, adapter_query,
-    by_kind, check_exprs_parse, fast_rules_copy, grafana_expr_to_promql, promtool, render_overlay, run_prometheus,
+    by_kind, check_exprs_parse, fast_rules_copy, grafana_expr_to_promql, prometheus_relabel_configs, promtool,
+    render_overlay, run_prometheus,
 )
+from tests.fixtures.service import random_sequences
 
-SEQ_LEN = 2177
 NAMESPACE = "mfd-test"
 
 
@@ -55,7 +57,7 @@ def dashboard_targets() -> list[tuple[str, str, str]]:
 
 
 def expand(expr: str) -> str:
-    return grafana_expr_to_promql(expr, {"namespace": ".*", "model": ".*"})
+    return grafana_expr_to_promql(expr, {"namespace": ".*", "model": ".*", "pod": ".*"})
 
 
 # ---- rules: promtool ------------------------------------------------------------------------------------------
@@ -86,7 +88,12 @@ def test_every_alert_is_unit_tested_firing():
 @pytest.mark.parametrize("alert, old, new", [
     ("TritonHighQueueTime", "> 50000", "> 500000"),
     ("MFDHighServerErrorRatio", "> 0.05", "> 0.5"),
+    ("MFDHighServerErrorRatio", "(mfd:request_rate:5m) > 0.1", "(mfd:request_rate:5m) > 0"),  # traffic guard
+    ("TritonInferenceFailures", "triton:request_rate:5m > 0.1", "triton:request_rate:5m > 0"),
+    ("MFDLoadShedding", "> 0.02", "> 0.2"),
     ("MFDServiceDown", "for: 2m", "for: 20m"),
+    ("TritonAbsent", "for: 5m", "for: 30m"),
+    ("MFDContainerOOMKilled", 'reason="OOMKilled"', 'reason="Error"'),
 ])
 def test_unit_tests_catch_a_changed_alert(tmp_path, alert, old, new):
     """promtool's unit tests really evaluate the alerts: a changed threshold or `for` makes them fail."""
@@ -97,8 +104,8 @@ def test_unit_tests_catch_a_changed_alert(tmp_path, alert, old, new):
     if key == "for:":
         rule["for"] = value
     else:
-        assert rule["expr"].endswith(old)
-        rule["expr"] = rule["expr"][: -len(old)] + new
+        assert rule["expr"].count(old) == 1, rule["expr"]
+        rule["expr"] = rule["expr"].replace(old, new)
     assert yaml.safe_dump(doc, sort_keys=False, width=1000) != text
     (tmp_path / "mfd-rules.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, width=1000))
     tests = yaml.safe_load(RULES_TESTS.read_text())
@@ -154,8 +161,29 @@ def test_dashboard_covers_gpu_latency_queue_utilisation_service_and_errors():
                    "mfd_batch_size", "mfd_condition_cache_hits_total", "bentoml_service_request"):
         assert needle in exprs, needle
     for q in ("0.5", "0.95", "0.99"):
-        assert f"histogram_quantile({q}, sum by (le, endpoint, backend) (rate(mfd_request_latency_seconds_bucket" \
+        assert f"histogram_quantile({q}, sum by (le, route, backend) (rate(mfd_request_latency_seconds_bucket" \
             in exprs
+
+
+def test_gpu_latency_means_divide_by_successful_requests_and_batch_size_has_a_panel():
+    """Triton adds queue/compute/request durations once per successful request; executions give the batch size."""
+    exprs = [e for _, _, e in dashboard_targets()] + [r["expr"] for r in all_rules() if "record" in r]
+    durations = [e for e in exprs if "_duration_us" in e]
+    assert len(durations) >= 6
+    for expr in durations:
+        assert "rate(nv_inference_request_success" in expr and "exec_count" not in expr, expr
+    batch = [e for t, _, e in dashboard_targets() if "batch size" in t.lower()]
+    assert any(re.search(r"rate\(nv_inference_count\{.*\) / clamp_min\(.*rate\(nv_inference_exec_count\{", e)
+               for e in batch), batch
+
+
+def test_our_series_never_use_labels_the_prometheus_operator_sets():
+    """The Operator sets job, namespace, pod, service, container, instance and endpoint=<port> on every target;
+    a series of ours with one of those labels would be renamed exported_<label> and the rules would miss it.
+    (The real-Prometheus test below checks the scraped series themselves.)"""
+    text = RULES_FILE.read_text() + DASHBOARD_FILE.read_text() + ADAPTER_VALUES.read_text()
+    assert "endpoint" not in re.sub(r"#.*", "", RULES_FILE.read_text())
+    assert "{{endpoint}}" not in text and "by (endpoint" not in text and "le, endpoint" not in text
 
 
 def test_every_dashboard_and_adapter_query_parses(tmp_path):
@@ -178,6 +206,7 @@ class Stack:
     prometheus: PrometheusServer
     pods: dict[str, list[str]]  # job -> pod label values
     traffic_end: float
+    before_traffic: dict[str, list[dict]]  # query -> result, taken once all targets were up and before any request
 
 
 def production_triton_metrics_flags() -> list[str]:
@@ -188,14 +217,14 @@ def production_triton_metrics_flags() -> list[str]:
     return flags
 
 
-def random_windows(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return ["".join(rng.choice("ACGT") for _ in range(SEQ_LEN)) for _ in range(n)]
+def operator_labels(service: str, port: str, pod: str, container: str) -> dict[str, str]:
+    """The target labels a ServiceMonitor gives a pod (besides job and instance): what our series must survive."""
+    return {"namespace": NAMESPACE, "service": service, "endpoint": port, "pod": pod, "container": container}
 
 
 def send_traffic(service) -> None:
     url = f"{service.http_url}/predict"
-    windows = random_windows(6, seed=3)
+    windows = random_sequences(6, seed=3)
     payloads = [{"sequences": windows[i % 5:i % 5 + 2], "conditions": ["ENCFF001", {"lab": "lab-B"}]}
                 for i in range(12)]
     with httpx.Client(headers=service.headers, timeout=60) as client:
@@ -230,19 +259,25 @@ def stack(exported_repository: Path, tmp_path_factory: pytest.TempPathFactory) -
                          env={"MFD_BACKEND": "triton", "MFD_TRITON_URL": triton.grpc_url,
                               "MFD_TRITON_PROTOCOL": "grpc"}) as triton_service, \
                 run_service(exported_repository, workdir / "svc_embedded") as mfd_service:
+            relabel = {name: prometheus_relabel_configs(monitor["spec"]["endpoints"][0].get("metricRelabelings", []))
+                       for name, monitor in by_kind(render_overlay("prod"), "ServiceMonitor").items()}
             targets = [
                 ScrapeTarget("mfd-service", triton_service.http_url.removeprefix("http://"),
-                             {"namespace": NAMESPACE, "pod": "mfd-service-triton"}),
+                             operator_labels("mfd-service", "http", "mfd-service-triton", "mfd-service"),
+                             metric_relabel_configs=relabel["mfd-service"]),
                 ScrapeTarget("mfd-service", mfd_service.http_url.removeprefix("http://"),
-                             {"namespace": NAMESPACE, "pod": "mfd-service-embedded"}),
+                             operator_labels("mfd-service", "http", "mfd-service-embedded", "mfd-service")),
                 ScrapeTarget("mfd-triton", f"{triton.host}:{triton.metrics_port}",
-                             {"namespace": NAMESPACE, "pod": "mfd-triton-0"}),
+                             operator_labels("mfd-triton", "metrics", "mfd-triton-0", "tritonserver"),
+                             metric_relabel_configs=relabel["mfd-triton"]),
             ]
             rules = fast_rules_copy(RULES_FILE, workdir / "rules.yaml")
             with run_prometheus(workdir / "prometheus", targets, [rules]) as prometheus:
                 # Two waves of traffic with a scrape between them and two after, so counters really increase
                 # between samples (rate() > 0) and every series has several samples.
                 prometheus.wait_for("count(up == 1)", lambda r: r and float(r[0]["value"][1]) == 3)
+                before = {q: prometheus.result(q) for q in (
+                    "sum by (pod) (mfd_inflight_requests)", BEFORE_TRAFFIC_ADAPTER_QUERY)}
                 for _wave in range(2):
                     send_traffic(triton_service)
                     send_traffic(mfd_service)
@@ -256,13 +291,42 @@ def stack(exported_repository: Path, tmp_path_factory: pytest.TempPathFactory) -
                                for g in body["data"]["groups"])
                 prometheus.wait_for("vector(1)", evaluated)
                 yield Stack(prometheus, {"mfd-service": ["mfd-service-triton", "mfd-service-embedded"],
-                                         "mfd-triton": ["mfd-triton-0"]}, end)
+                                         "mfd-triton": ["mfd-triton-0"]}, end, before)
     finally:
         triton.stop()
 
 
+#: What the service HPA asks prometheus-adapter for (its metricsQuery expanded for two pods).
+BEFORE_TRAFFIC_ADAPTER_QUERY = ('sum by (pod) (mfd_inflight_requests{namespace="%s",'
+                                'pod=~"mfd-service-triton|mfd-service-embedded"})' % NAMESPACE)
+
 #: Queries that can only return data on a GPU (Triton runs on CPU here, --allow-gpu-metrics=false) or on a failure.
 MAY_BE_EMPTY = re.compile(r'nv_gpu_|http_response_code=~"5\.\."')
+
+
+def test_hpa_metric_exists_from_the_first_scrape_before_any_request(stack):
+    for query in ("sum by (pod) (mfd_inflight_requests)", BEFORE_TRAFFIC_ADAPTER_QUERY):
+        result = stack.before_traffic[query]
+        assert sorted((r["metric"]["pod"], r["value"][1]) for r in result) == [
+            ("mfd-service-embedded", "0"), ("mfd-service-triton", "0")], result
+
+
+def test_series_keep_their_labels_under_operator_target_labels(stack):
+    """With the Operator's endpoint=<port> target label, our per-route label arrives intact and nothing is
+    renamed exported_*."""
+    exported = stack.prometheus.result('count by (__name__) ({__name__=~"mfd_.+|nv_.+|bentoml_.+"})')
+    assert len(exported) > 20
+    for name in {r["metric"]["__name__"] for r in exported}:
+        status, body = stack.prometheus.api("series", **{"match[]": name})
+        for series in body["data"]:
+            assert not [k for k in series if k.startswith("exported_")], series
+    routes = stack.prometheus.result('sum by (route, endpoint, service) (mfd_request_latency_seconds_count)')
+    assert {(r["metric"]["route"], r["metric"]["endpoint"], r["metric"]["service"]) for r in routes} >= {
+        ("predict", "http", "mfd-service")}, routes
+    assert stack.prometheus.result('mfd:request_rate:5m{route="predict", namespace="%s"}' % NAMESPACE)
+    # BentoML's own series call the HTTP path `endpoint` too; the ServiceMonitor's metricRelabelings keep it as `path`.
+    paths = stack.prometheus.result('sum by (path) (bentoml_service_request_total{endpoint="http"})')
+    assert "/predict" in {r["metric"].get("path") for r in paths}, paths
 
 
 def test_prometheus_scrapes_all_targets(stack):
@@ -291,7 +355,9 @@ def test_rules_evaluate_cleanly_and_record_series(stack):
     bad = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert bad == []
     empty_ok = {"mfd:server_error_ratio:5m",     # only 4xx errors were sent; they are not server errors
-                "triton:gpu_memory_used_ratio"}  # no GPU
+                "mfd:overload_ratio:5m",         # nothing was shed
+                "triton:gpu_memory_used_ratio",  # no GPU
+                "triton:gpu_utilization:avg"}
     for rule in all_rules():
         if "record" in rule and rule["record"] not in empty_ok:
             result = stack.prometheus.result(rule["record"])
@@ -303,7 +369,7 @@ def test_rules_evaluate_cleanly_and_record_series(stack):
     rates = stack.prometheus.result('mfd:windows_scored:rate5m')
     assert {r["metric"]["backend"] for r in rates} == {"embedded", "triton"}
     assert all(float(r["value"][1]) > 0 for r in rates)
-    p99 = stack.prometheus.result('mfd:request_latency_seconds:p99_5m{endpoint="predict"}')
+    p99 = stack.prometheus.result('mfd:request_latency_seconds:p99_5m{route="predict"}')
     assert len(p99) == 2 and all(0 < float(r["value"][1]) < 60 for r in p99), p99
     # Triton's summary quantiles (production flags) are positive and ordered.
     quantiles = stack.prometheus.result('triton:request_latency_us:quantile{model="mfd_trunk"}')
@@ -334,12 +400,17 @@ def test_dashboard_variables_resolve(stack):
     for variable in dashboard()["templating"]["list"]:
         if variable["type"] != "query":
             continue
-        match = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["query"]["query"])
-        metric, label = match.groups()
-        status, body = stack.prometheus.api(f"label/{label}/values", **{"match[]": metric})
+        match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
+        selector, label = match.groups()
+        status, body = stack.prometheus.api(f"label/{label}/values", **{"match[]": expand(selector)})
         assert status == 200 and body["data"], (variable["name"], body)
+        if label in ("namespace", "pod"):
+            # `up` exists from the first scrape: the variables work on a fresh deployment that served nothing yet.
+            assert selector.startswith("up{"), selector
         if label == "namespace":
             assert body["data"] == [NAMESPACE]
+        if label == "pod":
+            assert sorted(body["data"]) == sorted(p for pods in stack.pods.values() for p in pods)
         if label == "model":
             assert "mfd_trunk" in body["data"]
 

@@ -267,10 +267,10 @@ def test_metrics_expose_our_series_beside_bentoml(mfd_service):
     post(mfd_service, "/predict", {"sequences": [SEQ], "conditions": ["ENCFF001", "ENCFF001"]})
     post(mfd_service, "/predict", {"sequences": [SEQ], "conditions": [{"biosample": "nope"}]})
     text = httpx.get(f"{mfd_service.http_url}/metrics", timeout=30).text
-    for name in ("mfd_request_latency_seconds_bucket{backend=\"embedded\",endpoint=\"predict\"",
+    for name in ("mfd_request_latency_seconds_count{backend=\"embedded\",route=\"predict\"}",
                  "mfd_windows_scored_total{backend=\"embedded\"}", "mfd_trunk_latency_seconds_count",
                  "mfd_batch_size_bucket", "mfd_condition_cache_hits_total", "mfd_condition_cache_misses_total",
-                 "mfd_errors_total{endpoint=\"predict\",kind=\"invalid_argument\"}", "mfd_inflight_requests",
+                 "mfd_errors_total{kind=\"invalid_argument\",route=\"predict\"}", "mfd_inflight_requests",
                  "bentoml_service_request_duration_seconds", "bentoml_service_request_total"):
         assert name in text, name
     assert metric_value(mfd_service, "mfd_condition_cache_hits_total") >= 1

@@ -3,10 +3,16 @@
 Only the trunk (and the tiny head for cache misses) goes to Triton; conditions are applied here (DESIGN.md:
 Triton's dynamic batcher concatenates requests, which suits condition-independent work only). Requests larger
 than a model's `max_batch_size` are split client-side, since Triton would reject them.
+
+Calls are spread over every Triton pod by `TritonPool` (client-side round-robin over the addresses that
+MFD_TRITON_URL resolves to: in Kubernetes a headless Service). At start-up we wait for a pod with both models
+ready for as long as MFD_TRITON_STARTUP_TIMEOUT_S allows (a GPU node scaling up and pulling the ~15 GB Triton image
+takes minutes), logging while we wait, instead of failing fast into a crash loop.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -18,6 +24,12 @@ from ..metrics import get_metrics
 from ..repository import ModelRepository
 from ..settings import Settings
 from .base import Backend, BackendUnavailable, HeadWeights
+from .triton_pool import TritonPool
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between "still waiting for Triton" log lines during start-up.
+WAIT_LOG_EVERY_S = 30.0
 
 
 class TritonBackend(Backend):
@@ -27,43 +39,65 @@ class TritonBackend(Backend):
         self.settings = settings
         self.repository = repository
         self.protocol = settings.triton_protocol
-        self._client: Any = None
+        self.pool: TritonPool | None = None
         self._module: Any = None
         self._max_batch: dict[str, int] = {}
+
+    def _make_client(self, address: str) -> Any:
+        if self.protocol == "grpc":
+            return self._module.InferenceServerClient(address)
+        return self._module.InferenceServerClient(address, conn_timeout=self.settings.triton_timeout_s)
 
     async def start(self) -> None:
         if self.protocol == "grpc":
             import tritonclient.grpc.aio as module
-            self._client = module.InferenceServerClient(self.settings.triton_url)
         else:
             import tritonclient.http.aio as module
-            self._client = module.InferenceServerClient(
-                self.settings.triton_url, conn_timeout=self.settings.triton_timeout_s)
         self._module = module
-        deadline = time.monotonic() + self.settings.triton_timeout_s
-        last_error: Exception | None = None
-        while time.monotonic() < deadline:  # Triton may still be loading models when we start
-            try:
-                if all([await self._client.is_model_ready(m) for m in (TRUNK_MODEL, HEAD_MODEL)]):
-                    break
-            except Exception as exc:  # noqa: BLE001 - connection refused etc. while Triton starts
-                last_error = exc
-            await asyncio.sleep(0.5)
-        else:
-            raise RuntimeError(f"Triton at {self.settings.triton_url} ({self.protocol}) has no ready "
-                               f"{TRUNK_MODEL}/{HEAD_MODEL}: {last_error}")
+        self.pool = TritonPool(self.settings.triton_url, self._make_client)
+        await self._wait_for_models()
         for model in (TRUNK_MODEL, HEAD_MODEL):
-            config = await self._client.get_model_config(model, **({"as_json": True} if self.protocol == "grpc" else {}))
+            config = await self.pool.call(lambda c, m=model: c.get_model_config(
+                m, **({"as_json": True} if self.protocol == "grpc" else {})))
             config = config.get("config", config)
             self._max_batch[model] = int(config.get("max_batch_size", 0) or 0)
 
+    async def _models_ready(self, client: Any) -> bool:
+        return all([await client.is_model_ready(m) for m in (TRUNK_MODEL, HEAD_MODEL)])
+
+    async def _wait_for_models(self) -> None:
+        """Until one Triton pod has both models ready, or MFD_TRITON_STARTUP_TIMEOUT_S has passed."""
+        assert self.pool is not None
+        started = time.monotonic()
+        deadline = started + self.settings.triton_startup_timeout_s
+        next_log = started + WAIT_LOG_EVERY_S
+        while True:
+            await self.pool.refresh(force=True)
+            if await self.pool.any(self._models_ready):
+                logger.info("Triton ready at %s after %.0f s", ", ".join(self.pool.addresses),
+                            time.monotonic() - started)
+                return
+            now = time.monotonic()
+            if now >= deadline:
+                raise RuntimeError(
+                    f"no Triton pod at {self.settings.triton_url} ({self.protocol}) had {TRUNK_MODEL} and "
+                    f"{HEAD_MODEL} ready within MFD_TRITON_STARTUP_TIMEOUT_S="
+                    f"{self.settings.triton_startup_timeout_s:g} s (addresses: {self.pool.addresses or 'none'})")
+            if now >= next_log:
+                logger.warning("waiting for Triton at %s (%.0f s of %g s; addresses: %s)", self.settings.triton_url,
+                               now - started, self.settings.triton_startup_timeout_s, self.pool.addresses or "none")
+                next_log = now + WAIT_LOG_EVERY_S
+            await asyncio.sleep(1.0)
+
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        if self.pool is not None:
+            await self.pool.close()
 
     async def ready(self) -> bool:
+        if self.pool is None:
+            return False
         try:
-            return bool(await self._client.is_model_ready(TRUNK_MODEL))
+            return await self.pool.any(lambda c: c.is_model_ready(TRUNK_MODEL))
         except Exception:  # noqa: BLE001 - readiness probes must not raise
             return False
 
@@ -82,10 +116,10 @@ class TritonBackend(Backend):
             tensor.set_data_from_numpy(array)
             requested = [self._module.InferRequestedOutput(o) for o in outputs]
         start = time.perf_counter()
+        timeout = {"client_timeout": self.settings.triton_timeout_s} if self.protocol == "grpc" else {}
+        assert self.pool is not None, "TritonBackend.start() was not awaited"
         try:
-            result = await self._client.infer(model, [tensor], outputs=requested,
-                                              **({"client_timeout": self.settings.triton_timeout_s}
-                                                 if self.protocol == "grpc" else {}))
+            result = await self.pool.call(lambda c: c.infer(model, [tensor], outputs=requested, **timeout))
         except Exception as exc:  # noqa: BLE001 - tritonclient/aiohttp/grpc errors alike
             raise BackendUnavailable(f"Triton {self.protocol} call to {model} failed: {exc}") from exc
         get_metrics().triton_roundtrip.labels(self.protocol, model).observe(time.perf_counter() - start)

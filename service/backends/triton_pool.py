@@ -1,0 +1,162 @@
+"""Client-side load balancing over every Triton pod: one client per pod address, round-robin per call.
+
+Why not one client to a ClusterIP Service: a gRPC channel (HTTP/2) or an HTTP keep-alive pool holds a few
+long-lived connections, and kube-proxy balances *connections*, not calls, so each service pod stays pinned to
+one Triton pod and scaling Triton out adds idle GPUs. Here `MFD_TRITON_URL` names one or more `host:port`
+targets (comma-separated); each host is resolved to all its addresses (a headless Service resolves to one address
+per ready pod), one client is kept per address, and calls rotate over them. Names are re-resolved every
+`RESOLVE_EVERY_S`, so pods added by the HPA get traffic within seconds; gRPC's own `dns:///` resolver with
+`round_robin` would spread calls too, but re-resolves only when a connection breaks, so it never sees scale-out.
+
+A call that fails to reach a pod (connection refused, reset, pod gone) is retried once on each other pod and the
+failed address is skipped until the next resolution; errors the server returns for the request itself
+(invalid argument etc.) are not retried.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import logging
+import socket
+import time
+from typing import Any, Awaitable, Callable, TypeVar
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between DNS resolutions of the targets (a new Triton pod gets traffic within this delay).
+RESOLVE_EVERY_S = 10.0
+#: Status codes (gRPC) / exception types meaning "this pod could not be reached", worth another pod.
+UNREACHABLE_STATUS = ("StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "StatusCode.DEADLINE_EXCEEDED")
+
+T = TypeVar("T")
+
+
+def parse_targets(url: str) -> list[tuple[str, int]]:
+    """`host:port[,host:port…]` → [(host, port)]; IPv6 literals as `[::1]:8001`."""
+    targets = []
+    for item in (part.strip() for part in url.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"MFD_TRITON_URL entry {item!r} must be host:port")
+        targets.append((host.strip("[]"), int(port)))
+    if not targets:
+        raise ValueError("MFD_TRITON_URL names no host:port")
+    return targets
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True for failures to reach a pod (retry elsewhere), False for the server refusing this request."""
+    status = getattr(exc, "status", None)
+    if callable(status):  # tritonclient's InferenceServerException carries the gRPC/HTTP status
+        code = status()
+        return code is None or str(code) in UNREACHABLE_STATUS or str(code).startswith(("502", "503", "504"))
+    return True  # aiohttp / OS connection errors, timeouts
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """All addresses of a target: an IP literal as is, a name through the system resolver (search domains too)."""
+    try:
+        ipaddress.ip_address(host)
+        return [format_address(host, port)]
+    except ValueError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({format_address(info[4][0], port) for info in infos})
+
+
+class TritonPool:
+    """Clients for every resolved Triton address; `call` runs one request on the next reachable one."""
+
+    def __init__(self, url: str, make_client: Callable[[str], Any], resolve_every_s: float = RESOLVE_EVERY_S):
+        self.targets = parse_targets(url)
+        self._make_client = make_client
+        self._resolve_every_s = resolve_every_s
+        self._clients: dict[str, Any] = {}
+        self._retired: list[Any] = []      # clients of addresses gone from DNS: closed one resolution later
+        self._down: set[str] = set()        # addresses that failed since the last resolution
+        self._cycle = itertools.count()
+        self._resolved_at = float("-inf")
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def addresses(self) -> list[str]:
+        return sorted(self._clients)
+
+    async def refresh(self, force: bool = False) -> None:
+        if self._closed or (not force and time.monotonic() - self._resolved_at < self._resolve_every_s):
+            return
+        async with self._lock:
+            if not force and time.monotonic() - self._resolved_at < self._resolve_every_s:
+                return
+            found: set[str] = set()
+            for host, port in self.targets:
+                try:
+                    found.update(await resolve(host, port))
+                except OSError as exc:  # NXDOMAIN while no pod is ready yet: keep what we had
+                    logger.warning("cannot resolve Triton target %s: %s", format_address(host, port), exc)
+            stale, self._retired = self._retired, []
+            if found:
+                for address in sorted(found - set(self._clients)):
+                    self._clients[address] = self._make_client(address)
+                for address in sorted(set(self._clients) - found):
+                    self._retired.append(self._clients.pop(address))  # let calls in flight finish first
+            for client in stale:
+                await client.close()
+            self._down.clear()
+            self._resolved_at = time.monotonic()
+
+    def _order(self) -> list[str]:
+        """Addresses starting at the next round-robin position, reachable ones first."""
+        addresses = self.addresses
+        if not addresses:
+            return []
+        start = next(self._cycle) % len(addresses)
+        rotated = addresses[start:] + addresses[:start]
+        return [a for a in rotated if a not in self._down] + [a for a in rotated if a in self._down]
+
+    async def call(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """`fn(client)` on the next address; on an unreachable pod, once on each other address."""
+        if self._closed:
+            raise ConnectionError("the Triton client pool is closed")
+        await self.refresh()
+        order = self._order()
+        if not order:
+            raise ConnectionError(f"no Triton address resolved for {self.targets}")
+        last: BaseException | None = None
+        for address in order:
+            try:
+                return await fn(self._clients[address])
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if not is_unreachable(exc):
+                    raise
+                self._down.add(address)
+                last = exc
+                logger.warning("Triton at %s unreachable, trying another pod: %s", address, exc)
+        assert last is not None
+        raise last
+
+    async def any(self, fn: Callable[[Any], Awaitable[bool]]) -> bool:
+        """True if `fn(client)` is true for some address (readiness: one ready pod serves)."""
+        await self.refresh()
+        for address in self.addresses:
+            try:
+                if await fn(self._clients[address]):
+                    return True
+            except Exception:  # noqa: BLE001 - an unreachable pod is simply not ready
+                continue
+        return False
+
+    async def close(self) -> None:
+        self._closed = True
+        for client in [*self._clients.values(), *self._retired]:
+            await client.close()
+        self._clients.clear()
+        self._retired.clear()
