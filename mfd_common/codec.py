@@ -257,6 +257,9 @@ class MetadataCodec:
         """The codes of one variable's value (length `variable.width`)."""
         codes = np.zeros(variable.width, dtype=np.float32)
         if variable.type == "category":
+            if is_missing(value) and MISSING_LABEL not in variable.vocabulary:
+                raise MetadataError(variable.name, "null is the missing-value category, which no training track "
+                                                   "had; give a value or leave the variable out", variable.vocabulary)
             for label in category_labels(value):
                 try:
                     codes[variable.vocabulary.index(label)] = 1.0

@@ -68,6 +68,7 @@ def test_missing_dates_give_the_reference_float_year_labels():
     ("age", True, "expected a number"), ("age", "yes", "expected a number"), ("age", float("inf"), "finite"),
     ("age", None, "no missing-value category"), ("age", 1e308, "overflows"), ("date", "last year", "date"),
     ("date", 1999, "unknown year"), ("target", "ctcf", "unknown value"), ("nope", 1, "unknown metadata variable"),
+    ("target", None, "missing-value category, which no training track had"),
 ])
 def test_bad_values_are_refused_with_the_variable_named(name, value, fragment):
     with pytest.raises(MetadataError) as err:
