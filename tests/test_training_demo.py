@@ -1,9 +1,12 @@
-"""On the demo data with planted truth: MFD learns, and its biological read-out is free of the planted GC bias.
+"""On the demo data with planted truth, with the authors' recipe: MFD predicts as well as the baseline (the paper's
+claim) and its biological read-out is free of the planted GC bias.
 
-The baseline (same trunk, plain head, no penalty) has no way to keep lab-A's GC artefacts out of its logits for a
-lab-A track; MFD can route them through the technical subspace (lab is technical metadata), and the independence
-penalty keeps the biological features from carrying GC along. We measure the correlation of each model's
-biological logits for a GC-biased lab-A track with the planted per-bin GC on held-out chromosomes.
+Both models are trained by `tests/fixtures/demo.py` with the reference preset (the config defaults: Adam with
+amsgrad, lr 1e-3, covariance penalty at coeff 0.01, best val/loss kept); they differ only in the head (and with it
+the penalty). The baseline (plain linear head over the whole latent) cannot keep lab-A's GC artefacts out of its
+logits for a lab-A track; MFD can route them through the technical subspace, and the penalty keeps the biological
+features from carrying GC along. We measure each model's biological logits' correlation with the planted per-bin GC
+on held-out chromosomes.
 """
 import json
 
@@ -17,8 +20,8 @@ from training.evaluate import predict
 from training.metrics import pearson
 
 GC_TRACK_TARGET = ("K562", "GATA1", "lab-A")  # AT-rich motif measured by the GC-biased lab
-# Measured on this setup (seed 0): baseline +0.44, MFD bio -0.16, MFD tech +0.61. The margin is half the gap.
-MIN_MARGIN = 0.3
+AUROC_TOLERANCE = 0.01                          # the paper: MFD's AUROC matches the baseline's
+GC_SHARE = 1 / 3                                # MFD's bio~GC correlation at most a third of the baseline's
 
 
 def _held_out(demo_data_dir):
@@ -62,19 +65,25 @@ def test_both_models_learn_the_planted_biology(readouts):
     for name in ("mfd", "baseline"):
         history = readouts[name]["history"]
         assert history[-1]["train"]["task"] < 0.85 * history[0]["train"]["task"], name  # loss decreases
-        val = readouts[name]["card"].metrics["val"]
-        assert val["auroc_mean"] > 0.7, (name, val["auroc_mean"])
+        test = readouts[name]["card"].metrics["test"]
+        assert test["auroc_mean"] > 0.7, (name, test["auroc_mean"])
+
+
+@pytest.mark.slow
+def test_mfd_predicts_as_well_as_the_baseline(readouts):
+    mfd, baseline = (readouts[n]["card"].metrics["test"]["auroc_mean"] for n in ("mfd", "baseline"))
+    assert mfd >= baseline - AUROC_TOLERANCE, (mfd, baseline)
 
 
 @pytest.mark.slow
 def test_mfd_biological_logits_are_free_of_the_planted_gc_bias(readouts):
     mfd, baseline = readouts["mfd"], readouts["baseline"]
     # the bias is really there: the baseline's read-out for the lab-A track follows GC
-    assert baseline["corr_bio_gc"] > 0.3, baseline["corr_bio_gc"]
-    # MFD's biological read-out follows it much less, by a real margin …
-    assert mfd["corr_bio_gc"] < baseline["corr_bio_gc"] - MIN_MARGIN, (mfd["corr_bio_gc"], baseline["corr_bio_gc"])
+    assert baseline["corr_bio_gc"] > 0.2, baseline["corr_bio_gc"]
+    # MFD's biological read-out follows it at most a third as much …
+    assert abs(mfd["corr_bio_gc"]) <= GC_SHARE * baseline["corr_bio_gc"], (mfd["corr_bio_gc"], baseline["corr_bio_gc"])
     # … because the technical read-out took it (the full prediction still fits lab-A's GC-biased peaks)
-    assert mfd["corr_tech_gc"] > mfd["corr_bio_gc"] + MIN_MARGIN, (mfd["corr_tech_gc"], mfd["corr_bio_gc"])
+    assert mfd["corr_tech_gc"] > abs(mfd["corr_bio_gc"]) + 0.2, (mfd["corr_tech_gc"], mfd["corr_bio_gc"])
 
 
 @pytest.mark.slow
