@@ -234,7 +234,7 @@ def _export_baseline(directory: Path) -> None:
     cfg = ModelConfig(channels=16, head_kind="baseline")
     codec = tiny_codec()
     model = MFDModel(cfg, codec, n_tracks=len(TINY_TRACKS)).eval()
-    card = ModelCard(model_name="baseline", seq_len=cfg.seq_len, onehot_order=cfg.onehot_order, d_tech=cfg.d_tech,
+    card = ModelCard(model_name="baseline", seq_len=cfg.window_bases, onehot_order=cfg.seq_order, d_tech=cfg.d_tech,
                      d_bio=cfg.d_bio, tracks=[Track(id=t["id"], metadata={}) for t in TINY_TRACKS],
                      codec=codec.to_dict())
     save_checkpoint(model, card, directory)

@@ -161,9 +161,14 @@ def check_parity(model: MFDModel, card: ModelCard, trunk_path: Path, head_path: 
     tokens, codes = parity_inputs(card, n_windows=n_windows)
     trunk = torch.jit.load(str(trunk_path), map_location="cpu").eval()
     head = torch.jit.load(str(head_path), map_location="cpu").eval()
-    with torch.no_grad():
-        got_features = trunk(torch.from_numpy(tokens)).numpy()
-        got_head = [t.numpy() for t in head(torch.from_numpy(codes))]
+    try:
+        with torch.no_grad():
+            got_features = trunk(torch.from_numpy(tokens)).numpy()
+            got_head = [t.numpy() for t in head(torch.from_numpy(codes))]
+    except (torch.jit.Error, RuntimeError, ValueError) as err:  # TorchScript raises its input checks as jit.Error
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise ExportParityError(f"the exported model differs from eager: it refuses the eager model's inputs "
+                                f"({first})") from None
     want_features = eager_features(model, tokens, reverse_complement_average=reverse_complement_average)
     want_head = eager_head(model, codes)
     report = {"features_max_abs_diff": _max_abs(got_features, want_features)}
