@@ -143,6 +143,8 @@ def build_store(out: str | Path, fasta: str | Path, table: TrackTable, variables
                 progress: bool = True) -> Store:
     """Genome → labels → track table → store.json; every step reuses what an earlier run finished."""
     out, fasta = Path(out), Path(fasta)
+    if not fasta.is_file():
+        raise GenomeError(f"FASTA {fasta} does not exist")
     if (out / STORE_FILE).is_file() and not force:
         done = open_store(out)
         if done.info.get("tracks") == table.ids and done.info.get("min_overlap") == min_overlap \
