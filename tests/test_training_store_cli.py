@@ -15,6 +15,7 @@ from bench.bench_data import write_synthetic
 from mfd_common.card import ModelCard
 from training.build_store import main as build_store_main
 from training.config import ConfigError, config_from_dict, load_config
+from training.evaluate import main as evaluate_main
 from training.labels import LabelStore
 from training.sources import load_source
 
@@ -82,6 +83,10 @@ def test_build_store_then_train_one_epoch_from_it(tiny_demo_dir, reversed_demo, 
         assert set(metrics["per_track"]) <= set(ids)
     assert card.metrics["epoch"] == 1 and np.isfinite(card.metrics["val"]["loss"])
     assert (out / "history.jsonl").read_text().count("\n") == 1
+    assert evaluate_main([str(out), "--config", str(tmp_path / "config.yaml"), "--split", "test",
+                          "--max-windows", "20", "--out", str(tmp_path / "test.json")]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "test.json").read_text())["test"]["windows"] == 20
 
     # the universe must match how the store was built, and the store must be finished; errors name the field
     cfg = load_config(tmp_path / "config.yaml", {"data.store.universe.min_overlap": 64})
@@ -124,6 +129,13 @@ def test_build_store_from_encode_metadata_resumes_and_reports_bad_input(tmp_path
     assert [row["id"] for row in table] == [f"ENCFF{k:06d}" for k in range(5)]
     assert table[0]["target"] == "CTCF" and table[0]["lab"] == "Michael Snyder, Stanford"
     assert table[2]["organ"] == "blood,bodily fluid" and table[1]["release_date"] == "2016-02-01"
+    # the shipped ENCODE mapping fits a codec on the store's tracks; the paper's universe splits its bins
+    cfg = config_from_dict({"data": {"store": {"dir": str(out), "universe": {"min_coverage": 1}}},
+                            "metadata": {"mapping": str(ROOT / "training" / "configs" / "paper_mapping.yaml")},
+                            "model": TINY_MODEL})
+    source = load_source(cfg)
+    assert source.tracks.ids == [row["id"] for row in table] and source.codes.shape == (5, source.codec.width)
+    assert set(source.split_sizes()) == {"train", "val", "test"}
     code, err = build(capsys, "--fasta", data["fasta"], "--encode-metadata", metadata, "--out", out,
                       "--min-overlap", 1)
     assert code == 2 and "already holds a store built from other inputs" in err and "--force" in err

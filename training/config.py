@@ -10,6 +10,10 @@ named options, off unless a config turns them on.
 
 `metadata` is the authors' mapping YAML: inline, or `metadata: {mapping: file.yaml}` (or `--mapping FILE`).
 Relative paths resolve against the config file's directory, so a config travels with its data folder.
+
+Data comes either from files read into memory (`data.fasta`, `data.metadata`, `data.peaks`, `data.split`: the
+demo and small genomes) or from a store built by `python -m training.build_store` (`data.store`: the paper-scale
+path, with the bins of interest and split of `data.store.universe`, `paper` = the authors' preset).
 """
 from __future__ import annotations
 
