@@ -64,7 +64,8 @@ def test_build_store_then_train_one_epoch_from_it(tiny_demo_dir, reversed_demo, 
                                         "test": ["chr5"]}}},
         "metadata": {"mapping": str(tiny_demo_dir / "mapping.yaml")},
         "model": TINY_MODEL,
-        "train": {"epochs": 1, "batch_size": 16, "threads": 1, "max_steps_per_epoch": 2},
+        "train": {"epochs": 1, "batch_size": 16, "threads": 1, "max_steps_per_epoch": 2,
+                  "init_output_bias": True},   # positive rates read from the store
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     out = tmp_path / "run"
@@ -94,7 +95,8 @@ def test_build_store_then_train_one_epoch_from_it(tiny_demo_dir, reversed_demo, 
                                           r"with --min-overlap 64"):
         load_source(cfg)
     (store / "store.json").unlink()
-    with pytest.raises(ConfigError, match=r"config: data.store.dir: .*not a finished data store .*rerun the same build"):
+    with pytest.raises(ConfigError,
+                       match=r"config: data.store.dir: .*not a finished data store .*rerun the same build"):
         load_source(load_config(tmp_path / "config.yaml"))
 
 
@@ -136,6 +138,7 @@ def test_build_store_from_encode_metadata_resumes_and_reports_bad_input(tmp_path
     source = load_source(cfg)
     assert source.tracks.ids == [row["id"] for row in table] and source.codes.shape == (5, source.codec.width)
     assert set(source.split_sizes()) == {"train", "val", "test"}
+    assert np.allclose(source.positive_rate(), LabelStore(out / "labels").labels(source.bins["train"]).mean(axis=0))
     code, err = build(capsys, "--fasta", data["fasta"], "--encode-metadata", metadata, "--out", out,
                       "--min-overlap", 1)
     assert code == 2 and "already holds a store built from other inputs" in err and "--force" in err

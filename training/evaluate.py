@@ -1,9 +1,9 @@
 """Evaluation: predictions over a split (optionally averaged over both strands) and the metrics the card reports.
 
 `python -m training.evaluate CKPT --config CONFIG [--split test]` rebuilds the split from the config's data
-(in-memory files or `data.store`), matches tracks by id to the checkpoint's card, and prints JSON metrics. The paper averages forward and reverse
-complement predictions at evaluation; we report both the forward-only and the averaged numbers so the effect
-of averaging is visible rather than silently folded in.
+(in-memory files or `data.store`), matches tracks by id to the checkpoint's card, and prints JSON metrics. The
+paper averages forward and reverse complement predictions at evaluation; we report both the forward-only and the
+averaged numbers so the effect of averaging is visible rather than silently folded in.
 """
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ from mfd_common.codec import MetadataCodec
 
 from .build_store import StoreError, open_store
 from .config import Config, ConfigError
-from .dataset import TrackTable, TrainingData, WindowDataset, Windows, collate_batched, load_training_data, tracks_and_codec
+from .dataset import (TrackTable, TrainingData, WindowDataset, Windows, collate_batched, load_training_data,
+                      tracks_and_codec)
 from .evaluate import predict, predict_dataset, subsample_index
 from .labels import LabelStore, LabelStoreError
 from .loader import StoreWindowDataset, make_loader
@@ -146,7 +147,10 @@ class StoreSource(DataSource):
 
     def positive_rate(self) -> np.ndarray:
         bins = self.bins["train"][subsample_index(len(self.bins["train"]), RATE_SAMPLE)]
-        return self.labels.labels(bins).mean(axis=0)
+        counts = np.zeros(self.labels.n_tracks, dtype=np.int64)
+        for start in range(0, len(bins), 16_384):   # 2,106 tracks unpacked: ~35 MB a chunk
+            counts += self.labels.labels(bins[start:start + 16_384]).sum(axis=0, dtype=np.int64)
+        return counts / max(1, len(bins))
 
     def eval_dataset(self, split: str, tracks: np.ndarray | None = None) -> StoreWindowDataset:
         """Unaugmented windows of `split`, labels as uint8 (optionally reordered to `tracks`)."""
