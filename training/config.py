@@ -10,6 +10,10 @@ named options, off unless a config turns them on.
 
 `metadata` is the authors' mapping YAML: inline, or `metadata: {mapping: file.yaml}` (or `--mapping FILE`).
 Relative paths resolve against the config file's directory, so a config travels with its data folder.
+
+Data comes either from files read into memory (`data.fasta`, `data.metadata`, `data.peaks`, `data.split`: the
+demo and small genomes) or from a store built by `python -m training.build_store` (`data.store`: the paper-scale
+path, with the bins of interest and split of `data.store.universe`, `paper` = the authors' preset).
 """
 from __future__ import annotations
 
@@ -57,7 +61,51 @@ class AugmentConfig(_Strict):
     max_shift: int = Field(3, ge=0)   # the reference: random shift of ±3 bases
 
 
+PAPER_UNIVERSE: dict[str, Any] = {"min_overlap": 64, "min_coverage": 2, "val_fraction": 0.05, "val_blocks": 10,
+                                  "val": [], "test": ["chr9", "chr10"], "chromosomes": None}
+
+
+class UniverseConfig(_Strict):
+    """`training.splits.Universe`: which bins are examples and how they split. Defaults = the paper's preset.
+
+    min_overlap is fixed when the store is built (`build_store --min-overlap`) and must match it.
+    """
+
+    min_overlap: int = Field(64, ge=1)          # bp a peak shares with a bin to label it
+    min_coverage: int = Field(2, ge=0)          # bins of interest: labelled by at least this many tracks (0 = all)
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0)   # validation = this share of the kept bins, in blocks …
+    val_blocks: int = Field(10, ge=1)
+    val: list[str] = Field(default_factory=list)        # … or whole validation chromosomes (then val_fraction: 0)
+    test: list[str] = Field(default_factory=lambda: ["chr9", "chr10"])
+    chromosomes: Optional[list[str]] = None             # restrict the universe (default: every chromosome)
+
+
+class StoreConfig(_Strict):
+    """A store built by `python -m training.build_store`: it holds the genome, the labels and the track table."""
+
+    dir: str
+    universe: UniverseConfig = Field(default_factory=UniverseConfig)   # `paper` or a mapping
+    num_workers: int = Field(0, ge=0)            # DataLoader workers over the memory-mapped store
+    eval_max_windows: Optional[int] = Field(None, ge=1)   # evaluate on at most this many windows per split
+
+    @field_validator("universe", mode="before")
+    @classmethod
+    def _universe(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value != "paper":
+                raise ValueError(f"must be paper or a mapping (min_overlap, min_coverage, val_fraction, val_blocks, "
+                                 f"val, test, chromosomes), got {value!r}")
+            return dict(PAPER_UNIVERSE)
+        return value
+
+
+# DataConfig fields that only the in-memory path (FASTA + track TSV + peaks) reads
+IN_MEMORY_FIELDS = ("fasta", "metadata", "peaks", "id_column", "chromosomes", "max_n_fraction", "negative_fraction",
+                    "stride_bins", "split")
+
+
 class DataConfig(_Strict):
+    store: Optional[StoreConfig] = None  # the paper-scale path; replaces fasta/metadata/peaks/split below
     fasta: str = ""
     metadata: str = ""                 # track metadata TSV, one row per track
     peaks: str = "{peaks}"             # peak file per track: template filled from the TSV row, relative to the TSV
@@ -153,16 +201,10 @@ def validate(cfg: Config) -> None:
     if cfg.data.bin_size != cfg.model.bin_size:
         raise ConfigError("data.bin_size", f"must equal the model's output bin ({cfg.model.bin_size} bp), "
                                            f"got {cfg.data.bin_size}")
-    for key in ("fasta", "metadata"):
-        if not getattr(cfg.data, key):
-            raise ConfigError(f"data.{key}", "is required")
-    if not cfg.data.split.val:
-        raise ConfigError("data.split.val", "name at least one validation chromosome")
-    overlap = set(cfg.data.split.val) & set(cfg.data.split.test)
-    if cfg.data.split.train is not None:
-        overlap |= set(cfg.data.split.train) & (set(cfg.data.split.val) | set(cfg.data.split.test))
-    if overlap:
-        raise ConfigError("data.split", f"chromosomes in more than one split: {', '.join(sorted(overlap))}")
+    if cfg.data.store is not None:
+        _validate_store(cfg)
+    else:
+        _validate_in_memory(cfg)
     if not cfg.metadata:
         raise ConfigError("metadata", "give the metadata mapping (inline, or `mapping: FILE`)")
     try:
@@ -175,6 +217,35 @@ def validate(cfg: Config) -> None:
     if cfg.train.batch_size < 2 and cfg.penalty.kind != "none":
         raise ConfigError("train.batch_size", "must be >= 2 for an independence penalty (it needs batch statistics)")
     assert cfg.penalty.kind in PENALTY_KINDS
+
+
+def _validate_store(cfg: Config) -> None:
+    for key in IN_MEMORY_FIELDS:
+        if key in cfg.data.model_fields_set:
+            raise ConfigError(f"data.{key}", "not used with data.store (the store holds the genome, tracks and "
+                                             "labels; the split is data.store.universe)")
+    universe = cfg.data.store.universe
+    if universe.val and universe.val_fraction:
+        raise ConfigError("data.store.universe.val", "give validation chromosomes or a val_fraction, not both "
+                                                     "(set val_fraction: 0 to use val)")
+    if not universe.val and not universe.val_fraction:
+        raise ConfigError("data.store.universe.val_fraction", "must be > 0 unless val names validation chromosomes")
+    overlap = set(universe.val) & set(universe.test)
+    if overlap:
+        raise ConfigError("data.store.universe", f"chromosomes in both val and test: {', '.join(sorted(overlap))}")
+
+
+def _validate_in_memory(cfg: Config) -> None:
+    for key in ("fasta", "metadata"):
+        if not getattr(cfg.data, key):
+            raise ConfigError(f"data.{key}", "is required (or give data.store)")
+    if not cfg.data.split.val:
+        raise ConfigError("data.split.val", "name at least one validation chromosome")
+    overlap = set(cfg.data.split.val) & set(cfg.data.split.test)
+    if cfg.data.split.train is not None:
+        overlap |= set(cfg.data.split.train) & (set(cfg.data.split.val) | set(cfg.data.split.test))
+    if overlap:
+        raise ConfigError("data.split", f"chromosomes in more than one split: {', '.join(sorted(overlap))}")
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

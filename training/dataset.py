@@ -205,18 +205,24 @@ def split_chromosomes(cfg: Config, genome: Genome) -> dict[str, list[str]]:
     return {"train": train, "val": list(split.val), "test": list(split.test)}
 
 
-def load_training_data(cfg: Config, splits: Sequence[str] = ("train", "val", "test")) -> TrainingData:
-    """Everything the train loop needs, built from the config's files (errors name the file or field)."""
-    genome = Genome(cfg.resolve(cfg.data.fasta))
+def tracks_and_codec(cfg: Config, table: Path, id_column: str, peaks_template: str
+                     ) -> tuple[TrackTable, MetadataCodec, np.ndarray]:
+    """The track table with the mapping's variables, the codec fitted on its rows, and each track's codes."""
     variables, groups = cfg.codec_spec()
-    tracks = read_track_table(cfg.resolve(cfg.data.metadata), cfg.data.id_column, cfg.data.peaks,
-                              [v.name for v in variables])
+    tracks = read_track_table(table, id_column, peaks_template, [v.name for v in variables])
     try:
         codec = MetadataCodec.fit(variables, groups, tracks.metadata,
                                   unspecified="zeros" if cfg.train.metadata_dropout > 0 else "mean")
         codes = codec.encode_many(tracks.metadata, strict=False)
     except MetadataError as err:
-        raise TrackTableError(f"{cfg.resolve(cfg.data.metadata)}: {err}") from None
+        raise TrackTableError(f"{table}: {err}") from None
+    return tracks, codec, codes
+
+
+def load_training_data(cfg: Config, splits: Sequence[str] = ("train", "val", "test")) -> TrainingData:
+    """Everything the train loop needs, built from the config's files (errors name the file or field)."""
+    genome = Genome(cfg.resolve(cfg.data.fasta))
+    tracks, codec, codes = tracks_and_codec(cfg, cfg.resolve(cfg.data.metadata), cfg.data.id_column, cfg.data.peaks)
     peaks = [read_peaks(p, genome.sizes) for p in tracks.peak_paths]
     chroms = split_chromosomes(cfg, genome)
     out: dict[str, Windows] = {}

@@ -1,9 +1,9 @@
 """Evaluation: predictions over a split (optionally averaged over both strands) and the metrics the card reports.
 
-`python -m training.evaluate CKPT --config CONFIG [--split test]` rebuilds the split from the config's files,
-matches tracks by id to the checkpoint's card, and prints JSON metrics. The paper averages forward and reverse
-complement predictions at evaluation; we report both the forward-only and the averaged numbers so the effect
-of averaging is visible rather than silently folded in.
+`python -m training.evaluate CKPT --config CONFIG [--split test]` rebuilds the split from the config's data
+(in-memory files or `data.store`), matches tracks by id to the checkpoint's card, and prints JSON metrics. The
+paper averages forward and reverse complement predictions at evaluation; we report both the forward-only and the
+averaged numbers so the effect of averaging is visible rather than silently folded in.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -23,26 +23,62 @@ from .dataset import Windows
 from .metrics import independence_metrics, per_track_metrics, shuffled_pair_accuracy, variance_share
 from .model import MFDModel
 
+if TYPE_CHECKING:
+    from .loader import StoreWindowDataset
 
-@torch.no_grad()
+
 def predict(model: MFDModel, windows: Windows, codes: np.ndarray | torch.Tensor, *, batch_size: int = 256,
             device: str | torch.device = "cpu", max_windows: int | None = None,
             reverse_complement: bool = True) -> dict[str, np.ndarray]:
-    """Logits (forward, reverse, averaged), their bio/tech parts and forward features for every window.
+    """Predictions for the first `max_windows` windows of an in-memory split (see `predict_batches`)."""
+    n = len(windows) if max_windows is None else min(len(windows), max_windows)
+    offsets = np.arange(model.cfg.window_bases, dtype=np.int64)
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, n, batch_size):
+            index = np.arange(start, min(start + batch_size, n))
+            yield windows.tokens[windows.starts[index][:, None] + offsets], windows.labels[index]
+
+    return predict_batches(model, batches(), codes, device=device, reverse_complement=reverse_complement)
+
+
+def subsample_index(n: int, max_windows: int | None) -> np.ndarray:
+    """All of range(n), or `max_windows` indices spread evenly over it (a capped split still spans every
+    chromosome of the split instead of only the first one)."""
+    if max_windows is None or max_windows >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.unique(np.linspace(0, n - 1, max_windows).round().astype(np.int64))
+
+
+def predict_dataset(model: MFDModel, dataset: "StoreWindowDataset", codes: np.ndarray | torch.Tensor, *,
+                    batch_size: int = 256, device: str | torch.device = "cpu", max_windows: int | None = None,
+                    reverse_complement: bool = True, num_workers: int = 0) -> dict[str, np.ndarray]:
+    """Predictions over a memory-mapped split, streamed batch by batch, in genome order (build `dataset` without
+    augmentation).
+
+    Only the outputs are gathered, never the split's tokens; `max_windows` takes evenly spaced windows.
+    """
+    from .loader import make_loader
+
+    index = subsample_index(len(dataset), max_windows)
+    loader = make_loader(dataset, batch_size, sampler=index.tolist(), num_workers=num_workers, drop_last=False)
+    return predict_batches(model, loader, codes, device=device, reverse_complement=reverse_complement)
+
+
+@torch.no_grad()
+def predict_batches(model: MFDModel, batches: Iterable[tuple[Any, Any]], codes: np.ndarray | torch.Tensor, *,
+                    device: str | torch.device = "cpu", reverse_complement: bool = True) -> dict[str, np.ndarray]:
+    """Logits (forward, reverse, averaged), their bio/tech parts and forward features for (tokens, labels) batches.
 
     The model is put in eval mode (BatchNorm running statistics) and restored to its previous mode after.
     """
     was_training = model.training
     model.eval()
-    seq_len = model.cfg.window_bases
-    n = len(windows) if max_windows is None else min(len(windows), max_windows)
     codes_t = torch.as_tensor(codes, dtype=torch.float32, device=device)
-    offsets = np.arange(seq_len, dtype=np.int64)
     complement = torch.as_tensor(COMPLEMENT_CODES, device=device)
     parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n, batch_size):
-        index = np.arange(start, min(start + batch_size, n))
-        tokens = torch.from_numpy(windows.tokens[windows.starts[index][:, None] + offsets]).to(device)
+    for tokens, labels in batches:
+        tokens = torch.as_tensor(tokens).to(device)
         out = model(tokens, codes_t)
         got = {"logits_fwd": out["logits"], "logits_bio_fwd": out["logits_bio"],
                "logits_tech_fwd": out["logits_tech"], "features": out["features"]}
@@ -53,7 +89,10 @@ def predict(model: MFDModel, windows: Windows, codes: np.ndarray | torch.Tensor,
                         "logits_tech_rev": out_rc["logits_tech"]})
         for key, value in got.items():
             parts.setdefault(key, []).append(value.float().cpu().numpy())
+        parts.setdefault("labels", []).append(np.asarray(labels, dtype=np.uint8))
     model.train(was_training)
+    if "labels" not in parts:
+        raise ValueError("no windows to predict")
     result = {k: np.concatenate(v) for k, v in parts.items()}
     for key in ("logits", "logits_bio", "logits_tech"):
         result[key] = (result[f"{key}_fwd"] + result[f"{key}_rev"]) / 2 if reverse_complement else result[f"{key}_fwd"]
@@ -61,7 +100,6 @@ def predict(model: MFDModel, windows: Windows, codes: np.ndarray | torch.Tensor,
         result["prob"] = (_sigmoid(result["logits_fwd"]) + _sigmoid(result["logits_rev"])) / 2
     else:
         result["prob"] = _sigmoid(result["logits_fwd"])
-    result["labels"] = windows.labels[:n]
     return result
 
 
@@ -94,41 +132,46 @@ def metrics_from_predictions(pred: dict[str, np.ndarray], track_ids: list[str], 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .build_store import StoreError
     from .checkpoint import load_checkpoint
-    from .dataset import load_training_data
+    from .sources import load_source
 
     parser = argparse.ArgumentParser(description="Evaluate an MFD checkpoint on a split of the config's data.")
     parser.add_argument("checkpoint", help="checkpoint folder (model.safetensors + model_card.json)")
-    parser.add_argument("--config", required=True, help="training config naming the FASTA, TSV and split")
+    parser.add_argument("--config", required=True,
+                        help="training config naming the data (FASTA, TSV and split, or data.store)")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field")
     parser.add_argument("--no-rc", action="store_true", help="forward strand only")
-    parser.add_argument("--max-windows", type=int, default=None)
+    parser.add_argument("--max-windows", type=int, default=None,
+                        help="at most this many windows (in-memory data: the first ones; a store: evenly spaced)")
     parser.add_argument("--out", help="also write the metrics JSON here")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, parse_overrides(args.set))
+        overrides = parse_overrides(args.set)
+        cfg = load_config(args.config, overrides)
+        cfg.train.eval_max_windows = args.max_windows
+        if cfg.data.store is not None:
+            cfg.data.store.eval_max_windows = args.max_windows
         model, card = load_checkpoint(args.checkpoint)
-        data = load_training_data(cfg, splits=(args.split,))
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+        source = load_source(cfg, splits=(args.split,))
+    except (ConfigError, StoreError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.split not in data.splits:
-        print(f"error: config: data.split.{args.split}: no chromosomes in this split", file=sys.stderr)
+    if args.split not in source.split_sizes():
+        where = "data.store.universe" if cfg.data.store is not None else f"data.split.{args.split}"
+        print(f"error: config: {where}: the {args.split} split is empty", file=sys.stderr)
         return 2
-    index = {tid: k for k, tid in enumerate(data.tracks.ids)}
+    index = {tid: k for k, tid in enumerate(source.tracks.ids)}
     missing = [t.id for t in card.tracks if t.id not in index]
     if missing:
-        print(f"error: tracks of the checkpoint missing from {cfg.data.metadata}: {', '.join(missing)}",
-              file=sys.stderr)
+        where = cfg.data.store.dir if cfg.data.store is not None else cfg.data.metadata
+        print(f"error: tracks of the checkpoint missing from {where}: {', '.join(missing)}", file=sys.stderr)
         return 2
     order = np.array([index[t.id] for t in card.tracks])
-    windows = data.splits[args.split]
-    windows = Windows(windows.tokens, windows.starts, windows.labels[:, order], windows.chrom_index,
-                      windows.bins, windows.chroms)
     codes = card.metadata_codec().encode_many([t.metadata for t in card.tracks], strict=False)
-    pred = predict(model, windows, codes, batch_size=cfg.train.eval_batch_size, max_windows=args.max_windows,
-                   reverse_complement=not args.no_rc)
+    pred = source.predict(model, args.split, cfg, torch.device("cpu"), codes=codes,
+                          reverse_complement=not args.no_rc, tracks=order)
     metrics = {args.split: metrics_from_predictions(pred, [t.id for t in card.tracks], card.d_tech)}
     text = json.dumps(metrics, indent=2)
     if args.out:

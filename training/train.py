@@ -42,12 +42,14 @@ from .checkpoint import (TRAIN_STATE_FILENAME, WEIGHTS_FILENAME, load_checkpoint
                          save_train_state)
 from .config import Config, ConfigError, load_config, parse_overrides
 from .mapping import MappingError
-from .dataset import TrackTableError, TrainingData, WindowDataset, collate_batched, load_training_data
-from .evaluate import metrics_from_predictions, predict
+from .build_store import StoreError
+from .dataset import TrackTableError
+from .evaluate import metrics_from_predictions
 from .genome import GenomeError
 from .model import MFDModel
 from .peaks import PeakFileError
 from .penalty import IndependencePenalty, covariance_penalty
+from .sources import DataSource, load_source
 
 HISTORY_FILENAME = "history.jsonl"
 
@@ -143,13 +145,13 @@ def typed_metadata(codec: MetadataCodec, row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def init_output_bias(model: MFDModel, labels: np.ndarray) -> None:
+def init_output_bias(model: MFDModel, positive_rate: np.ndarray) -> None:
     """Start every track's bias at the logit of its training positive rate.
 
     Peaks cover a few percent of bins; from a zero bias, Adam needs ~1/lr steps just to learn that base rate,
     which on a CPU-sized run is most of the budget. Starting there lets the first steps go to the sequence.
     """
-    rate = np.clip(labels.mean(axis=0), 1e-4, 1 - 1e-4)
+    rate = np.clip(positive_rate, 1e-4, 1 - 1e-4)
     logit = torch.as_tensor(np.log(rate / (1 - rate)), dtype=torch.float32)
     with torch.no_grad():
         model.bias.copy_(logit)
@@ -166,7 +168,7 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def build_card(cfg: Config, data: TrainingData, model: MFDModel, metrics: dict[str, Any]) -> ModelCard:
+def build_card(cfg: Config, data: DataSource, model: MFDModel, metrics: dict[str, Any]) -> ModelCard:
     biases = model.bias.detach().cpu().numpy().tolist()
     return ModelCard(
         model_name=cfg.name, seq_len=cfg.model.window_bases, onehot_order=cfg.model.seq_order,
@@ -180,9 +182,8 @@ def build_card(cfg: Config, data: TrainingData, model: MFDModel, metrics: dict[s
 
 # ---- the run ----------------------------------------------------------------------------------------------
 
-def evaluate_split(model: MFDModel, data: TrainingData, split: str, cfg: Config, device: torch.device) -> dict:
-    pred = predict(model, data.splits[split], data.codes, batch_size=cfg.train.eval_batch_size, device=device,
-                   max_windows=cfg.train.eval_max_windows)
+def evaluate_split(model: MFDModel, data: DataSource, split: str, cfg: Config, device: torch.device) -> dict:
+    pred = data.predict(model, split, cfg, device)
     metrics = metrics_from_predictions(pred, data.tracks.ids, model.d_tech)
     metrics["loss"] = validation_loss(pred, model.d_tech, cfg)
     return metrics
@@ -218,15 +219,16 @@ def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, prog
         raise FileExistsError(f"{out} already holds a checkpoint; pass --resume to continue it or --force to "
                               f"start over")
     seed_everything(cfg.seed)
-    data = load_training_data(cfg)
+    data = load_source(cfg)
+    split_sizes = data.split_sizes()
     if rt.main:
-        sizes = ", ".join(f"{k}: {len(v)}" for k, v in data.splits.items())
+        sizes = ", ".join(f"{k}: {v}" for k, v in split_sizes.items())
         print(f"[mfd] {len(data.tracks)} tracks, codec width {data.codec.width}; windows {sizes}", flush=True)
 
     model = MFDModel(dataclasses.replace(cfg.model), data.codec, n_tracks=len(data.tracks),
                      track_codes=torch.as_tensor(data.codes)).to(rt.device)
     if cfg.train.init_output_bias:
-        init_output_bias(model, data.splits["train"].labels)
+        init_output_bias(model, data.positive_rate())
     codes = torch.as_tensor(data.codes, device=rt.device)
     variable_masks = torch.as_tensor(np.stack([data.codec.variable_mask(v.name) for v in data.codec.variables]),
                                      dtype=torch.float32, device=rt.device)
@@ -235,12 +237,11 @@ def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, prog
                                        frobenius=cfg.penalty.norm == "frobenius", hidden=cfg.penalty.hidden,
                                        layers=cfg.penalty.layers, lr=cfg.penalty.lr).to(rt.device)
 
-    train_set = WindowDataset(data.splits["train"], cfg.model.window_bases, cfg.data.augment, seed=cfg.seed)
+    train_set = data.train_set
     local_batch = max(2, cfg.train.batch_size // rt.world)
     sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=rt.world, rank=rt.rank, shuffle=True,
                                                   seed=cfg.seed, drop_last=True)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=local_batch, sampler=sampler, drop_last=True,
-                                         collate_fn=collate_batched, num_workers=cfg.train.num_workers)
+    loader = data.train_loader(cfg, local_batch, sampler)
     steps_per_epoch = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader),
                                                                                     cfg.train.max_steps_per_epoch)
     if steps_per_epoch == 0:
@@ -359,12 +360,12 @@ def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, prog
             if rt.main:
                 print(f"[mfd] stopping after {stop_after} epoch(s) of this run; continue with --resume", flush=True)
             break
-    if rt.main and "test" in data.splits and (out / WEIGHTS_FILENAME).exists():
+    if rt.main and "test" in split_sizes and (out / WEIGHTS_FILENAME).exists():
         metrics = evaluate_kept_checkpoint(out, data, cfg, rt.device)
     return metrics
 
 
-def evaluate_kept_checkpoint(out: Path, data: TrainingData, cfg: Config, device: torch.device) -> dict[str, Any]:
+def evaluate_kept_checkpoint(out: Path, data: DataSource, cfg: Config, device: torch.device) -> dict[str, Any]:
     """Test metrics of the checkpoint that was kept (best val/loss), written into its card."""
     kept, card = load_checkpoint(out)
     kept.to(device)
@@ -392,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else Path("runs") / cfg.name
         metrics = run(cfg, out, resume=args.resume, force=args.force, progress=not args.no_progress,
                       stop_after=args.stop_after)
-    except (ConfigError, MappingError, MetadataError, GenomeError, PeakFileError, TrackTableError, FileExistsError, FileNotFoundError) as err:
+    except (ConfigError, MappingError, MetadataError, GenomeError, PeakFileError, TrackTableError, StoreError,
+            FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0 and metrics:
