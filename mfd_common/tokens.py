@@ -47,6 +47,43 @@ def encode(sequence: str, *, ambiguous_as_n: bool = False) -> np.ndarray:
     return codes
 
 
+INVALID_CODE = 255
+
+
+def encode_ascii(raw: np.ndarray) -> np.ndarray:
+    """ASCII bytes (uint8, any shape) → codes of the same shape, INVALID_CODE where a byte is no base.
+
+    The batch form of `encode` for request paths: one table lookup for a whole [N, L] block instead of a
+    Python call per window. Callers check `first_invalid` to report the offending window and position.
+    """
+    return _LOOKUP[np.asarray(raw, dtype=np.uint8)]
+
+
+def encode_many(sequences: "list[str]") -> np.ndarray:
+    """[N, L] codes for N equal-length sequences in one lookup; InvalidSequenceError (row in `.row`) if any is bad."""
+    length = len(sequences[0]) if sequences else 0
+    raw = np.frombuffer("".join(sequences).encode("ascii", errors="replace"), dtype=np.uint8)
+    if raw.size != length * len(sequences):
+        raise ValueError("encode_many needs sequences of equal length")
+    codes = encode_ascii(raw).reshape(len(sequences), length)
+    bad = first_invalid(codes)
+    if bad is not None:
+        row, position = bad
+        error = InvalidSequenceError(position, sequences[row][position])
+        error.row = row  # type: ignore[attr-defined]
+        raise error
+    return codes
+
+
+def first_invalid(codes: np.ndarray, limit: int = N_CODE) -> "tuple[int, int] | None":
+    """(row, position) of the first code above `limit` in a [N, L] block (row-major order), or None."""
+    mask = codes > limit
+    if not mask.any():
+        return None
+    flat = int(np.argmax(mask.reshape(-1)))
+    return divmod(flat, codes.shape[1])
+
+
 def decode(codes: np.ndarray) -> str:
     """Inverse of `encode` (upper case)."""
     return "".join(ALPHABET[c] for c in np.asarray(codes, dtype=np.uint8))
