@@ -47,13 +47,19 @@ class ConditionResolver:
         self.cache_size = cache_size
         self._cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.float32]] = OrderedDict()
         self._lock = threading.Lock()
+        self._by_track: dict[str, ResolvedCondition] = {}  # track ids are fixed: encode each once
 
     # ---- parsing -------------------------------------------------------------------------------------
     def _track(self, track_id: Any, field: str) -> ResolvedCondition:
         if not isinstance(track_id, str) or track_id not in self.tracks:
             raise RequestError(field, f"unknown track id {track_id!r}", sorted(self.tracks))
-        metadata = dict(self.tracks[track_id])
-        return ResolvedCondition(track_id, metadata, self.codec.encode(metadata, strict=False))
+        resolved = self._by_track.get(track_id)
+        if resolved is None:
+            metadata = dict(self.tracks[track_id])
+            codes = self.codec.encode(metadata, strict=False)
+            codes.flags.writeable = False  # shared by every request naming this track
+            resolved = self._by_track[track_id] = ResolvedCondition(track_id, metadata, codes)
+        return resolved
 
     def parse(self, condition: ConditionInput, index: int, prefix: str = "conditions") -> ResolvedCondition:
         field = f"{prefix}[{index}]"
