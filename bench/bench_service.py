@@ -2,7 +2,7 @@
 
     python -m bench.bench_service [--repository model_repository | --channels 30] [--windows-per-request 16]
                                   [--conditions 4] [--concurrency 8] [--requests 64] [--threads 2] [--rounds 3]
-    python -m bench.bench_service --null-trunk [--windows-per-request 64] …
+    python -m bench.bench_service --null-trunk [--windows-per-request 256] …
 
 End to end (default): rounds alternate (raw, service, raw, …) and medians are reported, so load from other
 processes hits both alike.
@@ -233,16 +233,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
     parser.add_argument("--channels", type=int, default=0, help="build+export a random model of this width")
     parser.add_argument("--null-trunk", action="store_true", help="measure the service layer alone")
-    parser.add_argument("--windows-per-request", type=int, default=None, help="default 16 (64 with --null-trunk)")
+    parser.add_argument("--windows-per-request", type=int, default=None,
+                        help="default 16 (256 with --null-trunk: whole requests as a GPU client would send)")
     parser.add_argument("--conditions", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=None, help="per round; default 64 (400 with --null-trunk)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--requests", type=int, default=None, help="per round; default 64 (300 with --null-trunk)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads; default all CPUs (1 with --null-trunk)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternate raw and service rounds, report medians (robust to a busy machine)")
     args = parser.parse_args(argv)
-    windows = args.windows_per_request or (64 if args.null_trunk else 16)
-    requests = args.requests or (400 if args.null_trunk else 64)
+    windows = args.windows_per_request or (256 if args.null_trunk else 16)
+    requests = args.requests or (300 if args.null_trunk else 64)
+    args.threads = args.threads or (1 if args.null_trunk else os.cpu_count() or 1)
 
     with tempfile.TemporaryDirectory(prefix="mfd-bench-") as tmp:
         workdir = Path(tmp)
