@@ -42,8 +42,10 @@ def test_health_and_metadata_rpcs(mfd_service):
         assert client.is_server_live() and client.is_server_ready()
         assert client.is_model_ready("mfd") and not client.is_model_ready("nope")
         metadata = client.get_model_metadata("mfd", as_json=True)
-        assert [i["name"] for i in metadata["inputs"]] == ["SEQUENCES", "CONDITIONS"]
-        assert [o["name"] for o in metadata["outputs"]] == ["PROBABILITY", "LOGIT", "LOGIT_BIO", "LOGIT_TECH"]
+        assert [i["name"] for i in metadata["inputs"]] == ["SEQUENCES", "CONDITIONS", "TOKENS"]
+        assert metadata["inputs"][2]["datatype"] == "UINT8" and metadata["inputs"][2]["shape"][1] == "2176"
+        assert [o["name"] for o in metadata["outputs"]] == ["PROBABILITY", "LOGIT", "LOGIT_BIO", "LOGIT_TECH",
+                                                            "FEATURES_BIO", "FEATURES_TECH"]
         assert client.get_server_metadata(as_json=True)["name"] == "mfd-serve"
     finally:
         client.close()
