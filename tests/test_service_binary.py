@@ -146,3 +146,17 @@ def test_wrong_datatype_and_unknown_output(mfd_service):
     with pytest.raises(InferenceServerException) as err:
         infer(mfd_service, [uint8_input(good_tokens(1))], outputs=["EMBEDDING"], conditions='["ENCFF001"]')
     assert err.value.message().startswith("outputs: unknown output 'EMBEDDING'")
+
+
+def test_null_trunk_bench_runs_bounded(exported_repository, capsys):
+    """A tiny run of `bench/bench_service.py --null-trunk` (the real one takes minutes): both transports answer
+    and the per-core figure is computed from the server's CPU time."""
+    from bench import bench_service
+
+    assert bench_service.main(["--null-trunk", "--repository", str(exported_repository), "--requests", "8",
+                               "--rounds", "1", "--windows-per-request", "4", "--concurrency", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = {line[:22].strip(): line[22:].split() for line in out.splitlines() if line.startswith(("JSON", "binary"))}
+    assert set(rows) == {"JSON/HTTP c=2", "JSON/HTTP c=1", "binary gRPC c=2", "binary gRPC c=1"}, out
+    for name, (windows_per_s, per_cpu_s, p50, p95) in rows.items():
+        assert float(windows_per_s) > 0 and float(per_cpu_s) > 0 and 0 < float(p50) <= float(p95), (name, out)
