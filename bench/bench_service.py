@@ -18,7 +18,8 @@ training/model.py), or with --channels N a random-weight model of that width is 
 
 --null-trunk: the same service, but the repository's trunk is replaced by a TorchScript module that returns
 features at once (a slice of the tokens as floats), so what is measured is the service layer alone: transport,
-parsing, validation, tokenising, batching, scoring, serialisation (with MFD_MAX_BATCH=256, as for a GPU). Reported as windows/s of wall time and as
+parsing, validation, tokenising, batching, scoring, serialisation (MFD_MAX_BATCH=256, as for a GPU). Reported
+as windows/s of wall time and as
 windows per server CPU-second (user+system time of the service's processes, read from /proc), i.e. windows/s
 per worker core: that figure does not depend on how busy the shared machine or the in-process client is.
 End to end also reports windows per CPU-second (raw: this process's CPU time) and the minimum latency, the
@@ -242,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conditions", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=None, help="per round; default 64 (300 with --null-trunk)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads; default all CPUs (1 with --null-trunk)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads; default all CPUs (1 with --null-trunk)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternate raw and service rounds, report medians (robust to a busy machine)")
     args = parser.parse_args(argv)

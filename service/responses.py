@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import orjson
 
 from .conditions import ResolvedCondition
-from .scoring import Scores
+from .scoring import Scores, variant_effects
 
 
 @dataclass(frozen=True)
@@ -57,23 +57,18 @@ def predict_payload(prediction: Prediction, *, model: str, backend: str, biologi
 def variant_payload(variants: Sequence[Any], windows: Sequence[Any], resolved: list[ResolvedCondition], s: Scores,
                     *, model: str, backend: str, biological_only: bool, reverse_complement: bool) -> dict[str, Any]:
     """Effects alt − ref per variant and condition; `s` holds the n ref windows first, then the n alt windows."""
-    n = len(windows)
-    ref_p, alt_p = s.probability[:n], s.probability[n:]
-    ref_l, alt_l = s.logit[:n], s.logit[n:]
-    arrays = [a.tolist() for a in (ref_p, alt_p, ref_l, alt_l, alt_p - ref_p, alt_l - ref_l,
-                                   s.logit_bio[n:] - s.logit_bio[:n], s.logit_tech[n:] - s.logit_tech[:n])]
+    effects = variant_effects(s, len(windows))
+    keys = list(effects)
+    rows = zip(*(effects[k].tolist() for k in keys))
     columns = [(k, c.track) for k, c in enumerate(resolved)]
-    results = []
-    for i, (variant, window, *rows) in enumerate(zip(variants, windows, *arrays)):
-        results.append({
-            "index": i, "id": variant.id or f"{variant.chrom}:{variant.pos}:{variant.ref}>{variant.alt}",
-            "chrom": variant.chrom, "pos": variant.pos, "ref": variant.ref, "alt": variant.alt,
-            "window_start": window.window_start,
-            "effects": [{"condition": k, "track": track, "ref_probability": rp, "alt_probability": ap,
-                         "ref_logit": rl, "alt_logit": al, "delta_probability": dp, "delta_logit": dl,
-                         "delta_logit_bio": db, "delta_logit_tech": dt}
-                        for (k, track), rp, ap, rl, al, dp, dl, db, dt in zip(columns, *rows)],
-        })
+    results = [
+        {"index": i, "id": variant.id or f"{variant.chrom}:{variant.pos}:{variant.ref}>{variant.alt}",
+         "chrom": variant.chrom, "pos": variant.pos, "ref": variant.ref, "alt": variant.alt,
+         "window_start": window.window_start,
+         "effects": [{"condition": k, "track": track, **dict(zip(keys, values))}
+                     for (k, track), *values in zip(columns, *row)]}
+        for i, (variant, window, row) in enumerate(zip(variants, windows, rows))
+    ]
     return {"model": model, "backend": backend, "biological_only": biological_only,
             "reverse_complement": reverse_complement,
             "conditions": [c.to_json(k) for k, c in enumerate(resolved)], "results": results}

@@ -159,3 +159,36 @@ def test_embedded_backend_reduced_precision_stays_close(exported_repository):
     # bf16 keeps ~3 significant digits; through a deep random trunk that is a few % of the features' spread.
     assert np.corrcoef(full.ravel(), half.ravel())[0, 1] > 0.98
     assert np.abs(full - half).mean() < 0.1 * full.std()
+
+
+def test_json_payloads_are_built_from_the_arrays():
+    from types import SimpleNamespace
+
+    from service.conditions import ResolvedCondition
+    from service.responses import Prediction, dumps, predict_payload, variant_payload
+
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(4, 5)).astype(np.float32)
+    weights = HeadWeights(rng.normal(size=(2, 2)).astype(np.float32), rng.normal(size=(2, 3)).astype(np.float32),
+                          np.array([0.5, -1.0], np.float32))
+    s = score(features, 2, weights)
+    resolved = [ResolvedCondition("T1", {"lab": "a"}, np.zeros(1)), ResolvedCondition(None, {"lab": "b"}, np.ones(1))]
+    body = json.loads(dumps(predict_payload(Prediction(resolved, ["w0", "w1", "w2", "w3"], None, s), model="m",
+                                            backend="b", biological_only=False, reverse_complement=False,
+                                            return_features=True)))
+    window = body["results"][3]
+    assert list(window) == ["index", "id", "interval", "scores", "f_bio", "f_tech"]
+    assert window["scores"][1] == pytest.approx({
+        "condition": 1, "track": None, "probability": float(s.probability[3, 1]), "logit": float(s.logit[3, 1]),
+        "logit_bio": float(s.logit_bio[3, 1]), "logit_tech": float(s.logit_tech[3, 1]), "bias": -1.0})
+    assert window["f_bio"] == pytest.approx(features[3, 2:].tolist())
+    assert window["f_tech"] == pytest.approx(features[3, :2].tolist())
+
+    variants = [SimpleNamespace(id=None, chrom="chr1", pos=10 + i, ref="A", alt="G") for i in range(2)]
+    windows = [SimpleNamespace(window_start=i) for i in range(2)]
+    effects = variant_payload(variants, windows, resolved, s, model="m", backend="b", biological_only=False,
+                              reverse_complement=False)["results"][1]["effects"][0]
+    assert effects["ref_logit"] == pytest.approx(float(s.logit[1, 0]))
+    assert effects["alt_logit"] == pytest.approx(float(s.logit[3, 0]))
+    assert effects["delta_probability"] == pytest.approx(float(s.probability[3, 0] - s.probability[1, 0]))
+    assert effects["delta_logit_tech"] == pytest.approx(float(s.logit_tech[3, 0] - s.logit_tech[1, 0]))
