@@ -53,18 +53,17 @@ class ConditionResolver:
     def _track(self, track_id: Any, field: str) -> ResolvedCondition:
         if not isinstance(track_id, str) or track_id not in self.tracks:
             raise RequestError(field, f"unknown track id {track_id!r}", sorted(self.tracks))
-        resolved = self._by_track.get(track_id)
-        if resolved is None:
-            metadata = dict(self.tracks[track_id])
-            codes = self.codec.encode(metadata, strict=False)
-            codes.flags.writeable = False  # shared by every request naming this track
-            resolved = self._by_track[track_id] = ResolvedCondition(track_id, metadata, codes)
-        return resolved
+        metadata = dict(self.tracks[track_id])
+        return ResolvedCondition(track_id, metadata, self.codec.encode(metadata, strict=False))
 
     def parse(self, condition: ConditionInput, index: int, prefix: str = "conditions") -> ResolvedCondition:
         field = f"{prefix}[{index}]"
-        if isinstance(condition, str):
-            return self._track(condition, field)
+        if isinstance(condition, str):  # track ids are fixed: resolve each once, share the (read-only) result
+            resolved = self._by_track.get(condition)
+            if resolved is None:
+                resolved = self._by_track[condition] = self._track(condition, field)
+                resolved.codes.flags.writeable = False
+            return resolved
         if not isinstance(condition, Mapping):
             raise RequestError(field, "a condition is a track id (string) or a mapping of metadata values")
         if TRACK_KEY in condition:

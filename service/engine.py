@@ -93,7 +93,13 @@ class Engine:
         return self.genome
 
     # ---- core ------------------------------------------------------------------------------------------
-    async def score_tokens(self, tokens: np.ndarray, conditions: Sequence[ResolvedCondition], *,
+    async def score_windows(self, sequences: Sequence[str], conditions: Sequence[ResolvedCondition], *,
+                            biological_only: bool, reverse_complement: bool) -> Scores:
+        """Scores [N, K] for windows × conditions. Sequences must already be validated (equal length)."""
+        return await self.score_tokens(dna.encode_many(list(sequences)), conditions,
+                                       biological_only=biological_only, reverse_complement=reverse_complement)
+
+    async def score_tokens(self, token_rows: np.ndarray, conditions: Sequence[ResolvedCondition], *,
                            biological_only: bool, reverse_complement: bool) -> Scores:
         """Scores [N, K] (and the features) for uint8 tokens [N, seq_len] × conditions; tokens already valid.
 
@@ -104,21 +110,15 @@ class Engine:
         try:
             weights = await self.conditions.weights(conditions)  # usually cache hits; misses batch into one call
             if reverse_complement:
-                both = np.concatenate([tokens, dna.reverse_complement(tokens)])
+                both = np.concatenate([token_rows, dna.reverse_complement(token_rows)])
                 features = await self.batcher.submit(both)
-                n = tokens.shape[0]
+                n = token_rows.shape[0]
                 features = (features[:n] + features[n:]) * np.float32(0.5)  # scoring is linear in f
             else:
-                features = await self.batcher.submit(tokens)
+                features = await self.batcher.submit(token_rows)
         finally:
             self.active_requests -= 1
         return score(features, self.card.d_tech, weights, biological_only=biological_only)
-
-    async def score_windows(self, sequences: Sequence[str], conditions: Sequence[ResolvedCondition], *,
-                            biological_only: bool, reverse_complement: bool) -> Scores:
-        """Scores [N, K] for windows × conditions. Sequences must already be validated (equal length)."""
-        return await self.score_tokens(dna.encode_many(list(sequences)), conditions,
-                                       biological_only=biological_only, reverse_complement=reverse_complement)
 
     def resolve_conditions(self, conditions: Sequence[Any]) -> list[ResolvedCondition]:
         return self.conditions.parse_many(conditions)
@@ -156,9 +156,30 @@ class Engine:
         sequences = [w.ref for w in windows] + [w.alt for w in windows]
         s = await self.score_windows(sequences, resolved, biological_only=request.biological_only,
                                      reverse_complement=request.reverse_complement)
-        return responses.variant_payload(
-            request.variants, windows, resolved, s, model=self.card.model_name, backend=self.backend.name,
-            biological_only=request.biological_only, reverse_complement=request.reverse_complement)
+        n = len(windows)
+        ref_p, alt_p = s.probability[:n].tolist(), s.probability[n:].tolist()
+        ref_l, alt_l = s.logit[:n].tolist(), s.logit[n:].tolist()
+        d_prob = (s.probability[n:] - s.probability[:n]).tolist()
+        d_logit = (s.logit[n:] - s.logit[:n]).tolist()
+        d_bio = (s.logit_bio[n:] - s.logit_bio[:n]).tolist()
+        d_tech = (s.logit_tech[n:] - s.logit_tech[:n]).tolist()
+        tracks = [c.track for c in resolved]
+        results = []
+        for i, (variant, window) in enumerate(zip(request.variants, windows)):
+            results.append({
+                "index": i, "id": variant.id or f"{variant.chrom}:{variant.pos}:{variant.ref}>{variant.alt}",
+                "chrom": variant.chrom, "pos": variant.pos, "ref": variant.ref, "alt": variant.alt,
+                "window_start": window.window_start,
+                "effects": [{"condition": k, "track": tracks[k],
+                             "ref_probability": ref_p[i][k], "alt_probability": alt_p[i][k],
+                             "ref_logit": ref_l[i][k], "alt_logit": alt_l[i][k],
+                             "delta_probability": d_prob[i][k], "delta_logit": d_logit[i][k],
+                             "delta_logit_bio": d_bio[i][k], "delta_logit_tech": d_tech[i][k]}
+                            for k in range(len(resolved))],
+            })
+        return {"model": self.card.model_name, "backend": self.backend.name,
+                "biological_only": request.biological_only, "reverse_complement": request.reverse_complement,
+                "conditions": [c.to_json(k) for k, c in enumerate(resolved)], "results": results}
 
     def metadata(self) -> dict[str, Any]:
         variables = []

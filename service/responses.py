@@ -1,4 +1,4 @@
-"""Score arrays → the JSON response bodies of /predict and /predict_variants (and the typed gRPC mirror).
+"""Score arrays → the JSON response body of /predict (and the typed gRPC mirror).
 
 The format is fixed (one object per window and condition, see schemas.PredictResponse); what this module
 does is build it from whole arrays: one `tolist()` per array, then a single comprehension that zips rows
@@ -7,12 +7,12 @@ with per-condition constants, and `dumps` through orjson. No scoring or per-wind
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 
 from .conditions import ResolvedCondition
-from .scoring import Scores, variant_effects
+from .scoring import Scores
 
 
 @dataclass(frozen=True)
@@ -53,22 +53,3 @@ def predict_payload(prediction: Prediction, *, model: str, backend: str, biologi
             "reverse_complement": reverse_complement,
             "conditions": [c.to_json(k) for k, c in enumerate(resolved)], "results": results}
 
-
-def variant_payload(variants: Sequence[Any], windows: Sequence[Any], resolved: list[ResolvedCondition], s: Scores,
-                    *, model: str, backend: str, biological_only: bool, reverse_complement: bool) -> dict[str, Any]:
-    """Effects alt − ref per variant and condition; `s` holds the n ref windows first, then the n alt windows."""
-    effects = variant_effects(s, len(windows))
-    keys = list(effects)
-    rows = zip(*(effects[k].tolist() for k in keys))
-    columns = [(k, c.track) for k, c in enumerate(resolved)]
-    results = [
-        {"index": i, "id": variant.id or f"{variant.chrom}:{variant.pos}:{variant.ref}>{variant.alt}",
-         "chrom": variant.chrom, "pos": variant.pos, "ref": variant.ref, "alt": variant.alt,
-         "window_start": window.window_start,
-         "effects": [{"condition": k, "track": track, **dict(zip(keys, values))}
-                     for (k, track), *values in zip(columns, *row)]}
-        for i, (variant, window, row) in enumerate(zip(variants, windows, rows))
-    ]
-    return {"model": model, "backend": backend, "biological_only": biological_only,
-            "reverse_complement": reverse_complement,
-            "conditions": [c.to_json(k) for k, c in enumerate(resolved)], "results": results}

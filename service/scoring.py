@@ -64,12 +64,3 @@ def score(features: np.ndarray, d_tech: int, weights: HeadWeights, *, biological
     logit += weights.bias[None, :]
     return Scores(sigmoid(logit), logit, logit_bio, logit_tech, weights.bias, features, d_tech)
 
-
-def variant_effects(s: Scores, n: int) -> dict[str, np.ndarray]:
-    """alt − ref per variant and condition, for scores of n ref windows followed by their n alt windows."""
-    ref, alt = slice(0, n), slice(n, 2 * n)
-    return {"ref_probability": s.probability[ref], "alt_probability": s.probability[alt],
-            "ref_logit": s.logit[ref], "alt_logit": s.logit[alt],
-            "delta_probability": s.probability[alt] - s.probability[ref], "delta_logit": s.logit[alt] - s.logit[ref],
-            "delta_logit_bio": s.logit_bio[alt] - s.logit_bio[ref],
-            "delta_logit_tech": s.logit_tech[alt] - s.logit_tech[ref]}

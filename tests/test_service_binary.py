@@ -127,9 +127,9 @@ def good_tokens(n: int = 2) -> np.ndarray:
     (lambda: [uint8_input(good_tokens())], {}, "CONDITIONS: input is required"),
     (lambda: [uint8_input(good_tokens()), bytes_input("CONDITIONS", ["ENCFF001"])], {"conditions": '["ENCFF001"]'},
      "CONDITIONS: give the conditions"),
-    (lambda: [bytes_input("SEQUENCES", [random_sequences(1, 2)[0], "ACGU" * (SEQ_LEN // 4)])],
+    (lambda: [bytes_input("SEQUENCES", [random_sequences(1, 2)[0], "ACG" + "U" + random_sequences(1, 3)[0][4:]])],
      {"conditions": '["ENCFF001"]'}, "SEQUENCES[1]: invalid base 'U' at position 3"),
-    (lambda: [bytes_input("SEQUENCES", ["ACGT" * (SEQ_LEN // 4), "ACGT"])],
+    (lambda: [bytes_input("SEQUENCES", [random_sequences(1, 2)[0], "ACGT"])],
      {"conditions": '["ENCFF001"]'}, "SEQUENCES[1]: sequence length 4"),
 ])
 def test_binary_bad_input_names_the_tensor(mfd_service, make_inputs, parameters, fragment):

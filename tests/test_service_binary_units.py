@@ -162,10 +162,8 @@ def test_embedded_backend_reduced_precision_stays_close(exported_repository):
 
 
 def test_json_payloads_are_built_from_the_arrays():
-    from types import SimpleNamespace
-
     from service.conditions import ResolvedCondition
-    from service.responses import Prediction, dumps, predict_payload, variant_payload
+    from service.responses import Prediction, dumps, predict_payload
 
     rng = np.random.default_rng(1)
     features = rng.normal(size=(4, 5)).astype(np.float32)
@@ -184,11 +182,3 @@ def test_json_payloads_are_built_from_the_arrays():
     assert window["f_bio"] == pytest.approx(features[3, 2:].tolist())
     assert window["f_tech"] == pytest.approx(features[3, :2].tolist())
 
-    variants = [SimpleNamespace(id=None, chrom="chr1", pos=10 + i, ref="A", alt="G") for i in range(2)]
-    windows = [SimpleNamespace(window_start=i) for i in range(2)]
-    effects = variant_payload(variants, windows, resolved, s, model="m", backend="b", biological_only=False,
-                              reverse_complement=False)["results"][1]["effects"][0]
-    assert effects["ref_logit"] == pytest.approx(float(s.logit[1, 0]))
-    assert effects["alt_logit"] == pytest.approx(float(s.logit[3, 0]))
-    assert effects["delta_probability"] == pytest.approx(float(s.probability[3, 0] - s.probability[1, 0]))
-    assert effects["delta_logit_tech"] == pytest.approx(float(s.logit_tech[3, 0] - s.logit_tech[1, 0]))

@@ -8,7 +8,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.fixtures.service import random_sequences
+from tests.fixtures.service import SEQ_LEN, random_sequences
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def test_health_and_metadata_rpcs(mfd_service):
         assert client.is_model_ready("mfd") and not client.is_model_ready("nope")
         metadata = client.get_model_metadata("mfd", as_json=True)
         assert [i["name"] for i in metadata["inputs"]] == ["SEQUENCES", "CONDITIONS", "TOKENS"]
-        assert metadata["inputs"][2]["datatype"] == "UINT8" and metadata["inputs"][2]["shape"][1] == "2176"
+        assert metadata["inputs"][2]["datatype"] == "UINT8" and metadata["inputs"][2]["shape"][1] == str(SEQ_LEN)
         assert [o["name"] for o in metadata["outputs"]] == ["PROBABILITY", "LOGIT", "LOGIT_BIO", "LOGIT_TECH",
                                                             "FEATURES_BIO", "FEATURES_TECH"]
         assert client.get_server_metadata(as_json=True)["name"] == "mfd-serve"
