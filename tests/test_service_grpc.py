@@ -72,13 +72,16 @@ def test_grpc_infer_matches_torchscript_and_http(mfd_service, torchscript_refere
     assert not np.allclose(bio["LOGIT"], out["LOGIT"], atol=1e-5)
 
 
+GOOD = random_sequences(1, seed=5)[0]  # window lengths follow the fixture model (SEQ_LEN), never a literal
+
+
 @pytest.mark.parametrize("sequences,conditions,fragment", [
-    (["ACGT" * 544, "ACGU" * 544], ["ENCFF001"], "SEQUENCES[1]"),
-    (["ACGT" * 543], ["ENCFF001"], "SEQUENCES[0]"),
+    ([GOOD, GOOD[:3] + "U" + GOOD[4:]], ["ENCFF001"], "SEQUENCES[1]"),
+    ([GOOD[:-1]], ["ENCFF001"], "SEQUENCES[0]"),
     ([], ["ENCFF001"], "SEQUENCES"),
-    (["ACGT" * 544], [], "CONDITIONS"),
-    (["ACGT" * 544], [{"biosample": "Hela"}], "CONDITIONS[0].biosample"),
-    (["ACGT" * 544], ["ENCFF404"], "CONDITIONS[0]"),
+    ([GOOD], [], "CONDITIONS"),
+    ([GOOD], [{"biosample": "Hela"}], "CONDITIONS[0].biosample"),
+    ([GOOD], ["ENCFF404"], "CONDITIONS[0]"),
 ])
 def test_grpc_bad_input_is_invalid_argument_naming_the_field(mfd_service, sequences, conditions, fragment):
     error = grpc_error(mfd_service, sequences, conditions)
@@ -87,7 +90,7 @@ def test_grpc_bad_input_is_invalid_argument_naming_the_field(mfd_service, sequen
 
 
 def test_grpc_unknown_value_lists_allowed_values(mfd_service):
-    error = grpc_error(mfd_service, ["ACGT" * 544], [{"assay": "ATAC"}])
+    error = grpc_error(mfd_service, [GOOD], [{"assay": "ATAC"}])
     assert "CONDITIONS[0].assay" in error.message() and "ChIP-seq" in error.message()
 
 
