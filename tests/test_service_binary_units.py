@@ -182,3 +182,19 @@ def test_json_payloads_are_built_from_the_arrays():
     assert window["f_bio"] == pytest.approx(features[3, 2:].tolist())
     assert window["f_tech"] == pytest.approx(features[3, :2].tolist())
 
+
+
+def test_cuda_device_without_a_gpu_fails_at_start_with_a_clear_message(exported_repository):
+    """No GPU is lent to CI: MFD_DEVICE=cuda must then refuse to start, never fall back silently to CPU."""
+    import torch
+
+    from service.backends.embedded import EmbeddedBackend
+    from service.repository import load_repository
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    backend = EmbeddedBackend(Settings.from_env({"MFD_DEVICE": "cuda", "MFD_PRECISION": "fp16"}),
+                              load_repository(exported_repository))
+    with pytest.raises(RuntimeError, match="MFD_DEVICE=cuda but torch sees no CUDA device"):
+        asyncio.run(backend.start())
+    asyncio.run(backend.close())
