@@ -22,6 +22,14 @@ for _letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
     for _byte in (ord(_letter), ord(_letter.lower())):
         if _LOOKUP_AMBIGUOUS_AS_N[_byte] == 255:
             _LOOKUP_AMBIGUOUS_AS_N[_byte] = N_CODE
+# The same tables as bytes.translate() tables: a C loop over the string's bytes, ~10× faster than numpy fancy
+# indexing for a 2 kb window (this runs once per window on every request).
+_TABLE = _LOOKUP.tobytes()
+_TABLE_AMBIGUOUS_AS_N = _LOOKUP_AMBIGUOUS_AS_N.tobytes()
+
+
+INVALID_CODE = 255
+INVALID_BYTE = bytes([INVALID_CODE])
 
 
 class InvalidSequenceError(ValueError):
@@ -38,13 +46,47 @@ def encode(sequence: str, *, ambiguous_as_n: bool = False) -> np.ndarray:
 
     `ambiguous_as_n` maps every other letter to N: right for a reference FASTA, wrong for a request (see above).
     """
-    raw = np.frombuffer(sequence.encode("ascii", errors="replace"), dtype=np.uint8)
-    codes = (_LOOKUP_AMBIGUOUS_AS_N if ambiguous_as_n else _LOOKUP)[raw]
-    bad = np.flatnonzero(codes == 255)
-    if bad.size:
-        first = int(bad[0])
+    codes = bytearray(sequence.encode("ascii", errors="replace").translate(
+        _TABLE_AMBIGUOUS_AS_N if ambiguous_as_n else _TABLE))
+    first = codes.find(INVALID_BYTE)
+    if first >= 0:
         raise InvalidSequenceError(first, sequence[first])
+    return np.frombuffer(codes, dtype=np.uint8)
+
+
+def encode_ascii(raw: np.ndarray) -> np.ndarray:
+    """ASCII bytes (uint8, any shape) → codes of the same shape, INVALID_CODE where a byte is no base.
+
+    The batch form of `encode` for request paths: one table lookup for a whole [N, L] block instead of a
+    Python call per window. Callers check `first_invalid` to report the offending window and position.
+    """
+    raw = np.ascontiguousarray(raw, dtype=np.uint8)
+    return np.frombuffer(bytearray(raw.tobytes().translate(_TABLE)), dtype=np.uint8).reshape(raw.shape)
+
+
+def encode_many(sequences: "list[str]") -> np.ndarray:
+    """[N, L] codes for N equal-length sequences in one lookup; InvalidSequenceError (row in `.row`) if any is bad."""
+    length = len(sequences[0]) if sequences else 0
+    raw = "".join(sequences).encode("ascii", errors="replace").translate(_TABLE)
+    if len(raw) != length * len(sequences):
+        raise ValueError("encode_many needs sequences of equal length")
+    codes = np.frombuffer(bytearray(raw), dtype=np.uint8).reshape(len(sequences), length)
+    bad = first_invalid(codes) if INVALID_BYTE in raw else None
+    if bad is not None:
+        row, position = bad
+        error = InvalidSequenceError(position, sequences[row][position])
+        error.row = row  # type: ignore[attr-defined]
+        raise error
     return codes
+
+
+def first_invalid(codes: np.ndarray, limit: int = N_CODE) -> "tuple[int, int] | None":
+    """(row, position) of the first code above `limit` in a [N, L] block (row-major order), or None."""
+    if codes.size == 0 or int(codes.max()) <= limit:  # the common case: one SIMD pass, no mask array
+        return None
+    mask = codes > limit
+    flat = int(np.argmax(mask.reshape(-1)))
+    return divmod(flat, codes.shape[1])
 
 
 def decode(codes: np.ndarray) -> str:

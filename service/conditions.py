@@ -56,6 +56,7 @@ class ConditionResolver:
         self.cache_size = cache_size
         self._cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.float32]] = OrderedDict()
         self._lock = threading.Lock()
+        self._by_track: dict[str, ResolvedCondition] = {}  # track ids are fixed: encode each once
 
     # ---- parsing -------------------------------------------------------------------------------------
     def _track(self, track_id: Any, field: str) -> ResolvedCondition:
@@ -67,8 +68,12 @@ class ConditionResolver:
 
     def parse(self, condition: ConditionInput, index: int, prefix: str = "conditions") -> ResolvedCondition:
         field = f"{prefix}[{index}]"
-        if isinstance(condition, str):
-            return self._track(condition, field)
+        if isinstance(condition, str):  # track ids are fixed: resolve each once, share the (read-only) result
+            resolved = self._by_track.get(condition)
+            if resolved is None:
+                resolved = self._by_track[condition] = self._track(condition, field)
+                resolved.codes.flags.writeable = False
+            return resolved
         if not isinstance(condition, Mapping):
             raise RequestError(field, "a condition is a track id (string) or a mapping of metadata values")
         if TRACK_KEY in condition:

@@ -1,15 +1,16 @@
 """The scoring pipeline shared by the HTTP API and the gRPC server: validate → windows → trunk → weights → scores.
 
 One Engine per worker process owns the backend, the micro-batcher, the condition cache and the genome. It
-returns plain dicts/arrays; the transports (service.py, grpc_server.py) only translate them. Every result is
+returns arrays (`Prediction`, `Scores`) that the transports serialise: JSON through `responses`, binary
+KServe tensors through `tensors`. Every result is
 computed in full before anything is returned, so a failure never yields a half-written response.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
 
 import numpy as np
+import orjson
 from pydantic import ValidationError
 
 from mfd_common.card import BIAS_RULE_DOCS
@@ -23,6 +24,8 @@ from .errors import RequestError, from_validation_error
 from .genome import Genome
 from .repository import ModelRepository, load_repository
 from .schemas import PredictRequest, VariantRequest
+from . import responses
+from .responses import Prediction
 from .scoring import Scores, score
 from .settings import Settings
 from .variants import variant_windows
@@ -78,8 +81,8 @@ class Engine:
             raise RequestError("body", f"request body of {len(body)} bytes exceeds the limit of "
                                f"{self.settings.max_body_bytes}", status=413, kind="too_large")
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
             raise RequestError("body", f"request body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise RequestError("body", "request body must be a JSON object")
@@ -94,10 +97,19 @@ class Engine:
     # ---- core ------------------------------------------------------------------------------------------
     async def score_windows(self, sequences: Sequence[str], conditions: Sequence[ResolvedCondition], *,
                             biological_only: bool, reverse_complement: bool) -> Scores:
-        """Scores [N, K] for windows × conditions. Sequences must already be validated."""
+        """Scores [N, K] for windows × conditions. Sequences must already be validated (equal length)."""
+        return await self.score_tokens(dna.encode_many(list(sequences)), conditions,
+                                       biological_only=biological_only, reverse_complement=reverse_complement)
+
+    async def score_tokens(self, token_rows: np.ndarray, conditions: Sequence[ResolvedCondition], *,
+                           biological_only: bool, reverse_complement: bool) -> Scores:
+        """Scores [N, K] (and the features) for uint8 tokens [N, seq_len] × conditions; tokens already valid.
+
+        The one scoring path behind every transport: JSON sequences are encoded into tokens first, the binary
+        gRPC path hands its UINT8 tensor straight in. Whole-array work only, no per-window Python.
+        """
         self.active_requests += 1
         try:
-            token_rows = np.stack([dna.encode(s) for s in sequences])
             weights = await self.conditions.weights(conditions)  # usually cache hits; misses batch into one call
             if reverse_complement:
                 both = np.concatenate([token_rows, dna.reverse_complement(token_rows)])
@@ -129,41 +141,29 @@ class Engine:
     def resolve_conditions(self, conditions: Sequence[Any]) -> list[ResolvedCondition]:
         return self.conditions.parse_many(conditions)
 
-    async def predict_arrays(self, request: PredictRequest) -> tuple[list[ResolvedCondition], list[dict], Scores]:
+    async def predict_arrays(self, request: PredictRequest) -> Prediction:
         resolved = self.resolve_conditions(request.conditions)
-        windows: list[dict[str, Any]] = []
         if request.sequences is not None:
-            ids = request.sequence_ids or [str(i) for i in range(len(request.sequences))]
             sequences = list(request.sequences)
-            windows = [{"index": i, "id": ids[i], "interval": None} for i in range(len(sequences))]
+            ids = list(request.sequence_ids) if request.sequence_ids else [str(i) for i in range(len(sequences))]
+            intervals: list[dict[str, Any]] | None = None
         else:
             genome = self._require_genome("intervals")
-            sequences = []
+            sequences, ids, intervals = [], [], []
             for i, interval in enumerate(request.intervals or []):
                 sequences.append(genome.fetch(interval.chrom, interval.start, interval.end, field=f"intervals[{i}]"))
-                windows.append({"index": i, "id": interval.id or f"{interval.chrom}:{interval.start}-{interval.end}",
-                                "interval": interval.model_dump()})
+                ids.append(interval.id or f"{interval.chrom}:{interval.start}-{interval.end}")
+                intervals.append(interval.model_dump())
         scores = await self.score_windows(sequences, resolved, biological_only=request.biological_only,
                                           reverse_complement=request.reverse_complement)
-        return resolved, windows, scores
+        return Prediction(resolved, ids, intervals, scores)
 
     async def predict(self, request: PredictRequest) -> dict[str, Any]:
-        resolved, windows, s = await self.predict_arrays(request)
-        tracks = [c.track for c in resolved]
-        prob, logit, bio, tech = (s.probability.tolist(), s.logit.tolist(), s.logit_bio.tolist(),
-                                  s.logit_tech.tolist())
-        bias = s.bias.tolist()
-        results = []
-        for n, window in enumerate(windows):
-            window["scores"] = [
-                {"condition": k, "track": tracks[k], "probability": prob[n][k], "logit": logit[n][k],
-                 "logit_bio": bio[n][k], "logit_tech": tech[n][k], "bias": bias[k]}
-                for k in range(len(resolved))
-            ]
-            results.append(window)
-        return {"model": self.card.model_name, "backend": self.backend.name,
-                "biological_only": request.biological_only, "reverse_complement": request.reverse_complement,
-                "conditions": [c.to_json(k) for k, c in enumerate(resolved)], "results": results}
+        prediction = await self.predict_arrays(request)
+        return responses.predict_payload(
+            prediction, model=self.card.model_name, backend=self.backend.name,
+            biological_only=request.biological_only, reverse_complement=request.reverse_complement,
+            return_features=getattr(request, "return_features", False))
 
     async def predict_variants(self, request: VariantRequest) -> dict[str, Any]:
         resolved = self.resolve_conditions(request.conditions)

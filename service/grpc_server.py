@@ -3,12 +3,14 @@
 BentoML 1.4's new service API has no gRPC, so a `grpc.aio` server runs inside the worker's event loop (started
 from the service's on_startup hook) and calls the same Engine as the HTTP API.
 
-Model `mfd` (MODEL_NAME):
-  inputs   SEQUENCES  BYTES [N]   DNA windows (A/C/G/T/N, exactly seq_len each)
-           CONDITIONS BYTES [K]   one JSON value per condition: "ENCFF001", {"track": …} or {"biosample": …, …}
-                                  (a bare, non-JSON string is taken as a track id)
-  params   biological_only (bool), reverse_complement (bool)
-  outputs  PROBABILITY, LOGIT, LOGIT_BIO, LOGIT_TECH   FP32 [N, K]   (all, or those requested)
+Model `mfd` (MODEL_NAME), tensors decoded/encoded by `service.tensors` (binary, whole-array):
+  inputs   TOKENS     UINT8 [N, L]  base codes A=0 C=1 G=2 T=3 N=4, L = seq_len   } exactly one of these
+           SEQUENCES  BYTES [N]     DNA windows (A/C/G/T/N, exactly seq_len each) }
+           CONDITIONS BYTES [K]     one JSON value per condition: "ENCFF001", {"track": …} or {"biosample": …}
+                                    (a bare, non-JSON string is a track id) — or the `conditions` parameter
+  params   biological_only, reverse_complement, return_features (bool); conditions (string, JSON array)
+  outputs  PROBABILITY, LOGIT, LOGIT_BIO, LOGIT_TECH FP32 [N, K]; FEATURES_BIO [N, D_bio], FEATURES_TECH
+           [N, D_tech] (the scores by default, plus the features with return_features, or those requested)
 Bad input → INVALID_ARGUMENT "FIELD: message"; missing/wrong `authorization: Bearer …` metadata →
 UNAUTHENTICATED; overload → UNAVAILABLE. Liveness/readiness/metadata RPCs need no token (probes).
 
@@ -17,16 +19,14 @@ message, with the same validation, auth, admission control and metrics.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
 import grpc
-import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
-from tritonclient.utils import deserialize_bytes_tensor
 
+from . import tensors
 from .engine import Engine
 from .errors import RequestError
 from .gate import limiter, token_ok
@@ -38,9 +38,8 @@ logger = logging.getLogger(__name__)
 
 MODEL_NAME = "mfd"
 MODEL_VERSION = "1"
-INPUTS = {"SEQUENCES": "sequences", "CONDITIONS": "conditions"}
-OUTPUTS = ("PROBABILITY", "LOGIT", "LOGIT_BIO", "LOGIT_TECH")
-PARAMETERS = ("biological_only", "reverse_complement")
+INPUTS = {"SEQUENCES": "sequences", "CONDITIONS": "conditions"}  # tensor → JSON field, for error names
+OUTPUTS = tensors.OUTPUTS
 ENDPOINT = "grpc_model_infer"
 
 
@@ -57,14 +56,6 @@ def error_text(error: RequestError, tensor_names: bool = True) -> str:
     if error.allowed:
         text += f" (allowed: {', '.join(map(str, error.allowed[:50]))}{' …' if len(error.allowed) > 50 else ''})"
     return text
-
-
-def _decode_condition(raw: bytes) -> Any:
-    text = raw.decode("utf-8")
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text  # a bare track id
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -94,74 +85,28 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ModelMetadataResponse(
             name=MODEL_NAME, versions=[MODEL_VERSION], platform="mfd",
             inputs=[k(name="SEQUENCES", datatype="BYTES", shape=[-1]),
-                    k(name="CONDITIONS", datatype="BYTES", shape=[-1])],
-            outputs=[k(name=name, datatype="FP32", shape=[-1, -1]) for name in OUTPUTS])
+                    k(name="CONDITIONS", datatype="BYTES", shape=[-1]),
+                    k(name="TOKENS", datatype="UINT8", shape=[-1, self.engine.card.seq_len])],
+            outputs=[k(name=name, datatype="FP32", shape=[-1, -1]) for name in tensors.OUTPUTS])
 
     # ---- inference -----------------------------------------------------------------------------------
-    def _parse(self, request) -> tuple[PredictRequest, list[str]]:
+    def _parse(self, request) -> tensors.InferInputs:
         if request.model_name != MODEL_NAME:
             raise RequestError("model_name", f"unknown model {request.model_name!r}", [MODEL_NAME])
         if request.model_version not in ("", MODEL_VERSION):
             raise RequestError("model_version", f"unknown version {request.model_version!r}", [MODEL_VERSION])
-        values: dict[str, list[Any]] = {}
-        raw = list(request.raw_input_contents)
-        if raw and len(raw) != len(request.inputs):
-            raise RequestError("raw_input_contents", "one raw buffer per input is required")
-        for i, tensor in enumerate(request.inputs):
-            if tensor.name not in INPUTS:
-                raise RequestError(tensor.name, "unknown input", list(INPUTS))
-            if tensor.datatype != "BYTES":
-                raise RequestError(tensor.name, f"datatype must be BYTES, got {tensor.datatype}")
-            if len(tensor.shape) != 1:
-                raise RequestError(tensor.name, f"shape must be [n], got {list(tensor.shape)}")
-            if raw:
-                try:
-                    items = list(deserialize_bytes_tensor(raw[i]))
-                except Exception:  # noqa: BLE001 - malformed length prefixes
-                    raise RequestError(tensor.name, "malformed BYTES tensor") from None
-            else:
-                items = list(tensor.contents.bytes_contents)
-            if len(items) != tensor.shape[0]:
-                raise RequestError(tensor.name, f"shape says {tensor.shape[0]} elements, got {len(items)}")
-            values[tensor.name] = items
-        for name in INPUTS:
-            if name not in values:
-                raise RequestError(name, "input is required", list(INPUTS))
-        try:
-            sequences = [b.decode("ascii") if isinstance(b, bytes) else str(b) for b in values["SEQUENCES"]]
-        except UnicodeDecodeError:
-            raise RequestError("SEQUENCES", "sequences must be ASCII letters A, C, G, T, N") from None
-        try:
-            conditions = [_decode_condition(b) if isinstance(b, bytes) else b for b in values["CONDITIONS"]]
-        except UnicodeDecodeError:
-            raise RequestError("CONDITIONS", "conditions must be UTF-8 JSON") from None
-        params: dict[str, bool] = {}
-        for name, param in request.parameters.items():
-            if name not in PARAMETERS:
-                continue  # tritonclient adds its own (e.g. sequence/priority); ignore unknown ones
-            if param.WhichOneof("parameter_choice") != "bool_param":
-                raise RequestError(f"parameters.{name}", "must be a bool parameter")
-            params[name] = param.bool_param
-        outputs = [o.name for o in request.outputs] or list(OUTPUTS)
-        for name in outputs:
-            if name not in OUTPUTS:
-                raise RequestError("outputs", f"unknown output {name!r}", list(OUTPUTS))
-        parsed = self.engine.parse(PredictRequest, {"sequences": sequences, "conditions": conditions, **params})
-        return parsed, outputs
+        return tensors.decode_request(request, seq_len=self.engine.card.seq_len,
+                                      max_sequences=self.settings.max_sequences,
+                                      max_conditions=self.settings.max_conditions)
 
     async def ModelInfer(self, request, context):
         async def handle():
-            parsed, outputs = self._parse(request)
-            _, _, scores = await self.engine.predict_arrays(parsed)
-            arrays = {"PROBABILITY": scores.probability, "LOGIT": scores.logit,
-                      "LOGIT_BIO": scores.logit_bio, "LOGIT_TECH": scores.logit_tech}
-            response = service_pb2.ModelInferResponse(model_name=MODEL_NAME, model_version=MODEL_VERSION,
-                                                      id=request.id)
-            for name in outputs:
-                array = np.ascontiguousarray(arrays[name], dtype=np.float32)
-                response.outputs.add(name=name, datatype="FP32", shape=list(array.shape))
-                response.raw_output_contents.append(array.tobytes())
-            return response
+            inputs = self._parse(request)
+            resolved = self.engine.resolve_conditions(inputs.conditions)
+            scores = await self.engine.score_tokens(inputs.tokens, resolved, biological_only=inputs.biological_only,
+                                                    reverse_complement=inputs.reverse_complement)
+            return tensors.encode_response(scores, inputs.outputs, model_name=MODEL_NAME,
+                                           model_version=MODEL_VERSION, request_id=request.id)
 
         return await guarded(self.engine, context, ENDPOINT, handle)
 

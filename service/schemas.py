@@ -123,6 +123,8 @@ class PredictRequest(_Strict):
         False, description="Report the biological component alone: technical features held at their mean (0).")
     reverse_complement: bool = Field(
         False, description="Average each window with its reverse complement (both strands).")
+    return_features: bool = Field(
+        False, description="Also return each window's feature vectors `f_bio` and `f_tech` (the embeddings).")
 
     @field_validator("sequences", "intervals", mode="before")
     @classmethod
@@ -222,6 +224,8 @@ class WindowResult(BaseModel):
     id: str
     interval: Optional[Interval] = None
     scores: list[Score]
+    f_bio: Optional[list[float]] = Field(None, description="Biological features (with `return_features`).")
+    f_tech: Optional[list[float]] = Field(None, description="Technical features (with `return_features`).")
 
 
 class PredictResponse(BaseModel):

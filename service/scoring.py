@@ -8,6 +8,8 @@ exactly f_tech := 0. Then logit = logit_bio + bias and logit_tech = 0: the bias-
 paper uses, with the condition's technical metadata still chosen by the caller but contributing nothing.
 
 The arithmetic mirrors `training.model.apply_condition_weights` (float32, same order), which the tests check.
+Everything is whole-array numpy (two matmuls and a few elementwise ops per request, whatever N and K are):
+both the JSON and the binary transports serialise these arrays directly.
 """
 from __future__ import annotations
 
@@ -20,22 +22,35 @@ from .backends.base import HeadWeights
 
 @dataclass(frozen=True)
 class Scores:
-    """[N, K] float32 arrays, one row per window and one column per condition."""
+    """[N, K] float32 arrays, one row per window and one column per condition.
+
+    `features` is the trunk's [N, D_tech + D_bio] output (technical first) the scores were computed from;
+    `f_tech`/`f_bio` are views into it, for callers that return the embeddings (`return_features`).
+    """
 
     probability: np.ndarray
     logit: np.ndarray
     logit_bio: np.ndarray
     logit_tech: np.ndarray
     bias: np.ndarray  # [K]
+    features: np.ndarray | None = None
+    d_tech: int = 0
+
+    @property
+    def f_tech(self) -> np.ndarray:
+        assert self.features is not None
+        return self.features[:, :self.d_tech]
+
+    @property
+    def f_bio(self) -> np.ndarray:
+        assert self.features is not None
+        return self.features[:, self.d_tech:]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    out = np.empty_like(x)
-    positive = x >= 0
-    out[positive] = 1.0 / (1.0 + np.exp(-x[positive]))
-    exp_x = np.exp(x[~positive])
-    out[~positive] = exp_x / (1.0 + exp_x)
-    return out
+    """Overflow-free logistic: exp only ever sees -|x|, so no warnings and no boolean-mask copies."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
 
 
 def score(features: np.ndarray, d_tech: int, weights: HeadWeights, *, biological_only: bool = False) -> Scores:
@@ -45,5 +60,7 @@ def score(features: np.ndarray, d_tech: int, weights: HeadWeights, *, biological
         logit_tech = np.zeros_like(logit_bio)
     else:
         logit_tech = features[:, :d_tech] @ weights.w_tech.T
-    logit = logit_bio + logit_tech + weights.bias[None, :]
-    return Scores(sigmoid(logit), logit, logit_bio, logit_tech, weights.bias)
+    logit = logit_bio + logit_tech
+    logit += weights.bias[None, :]
+    return Scores(sigmoid(logit), logit, logit_bio, logit_tech, weights.bias, features, d_tech)
+

@@ -25,6 +25,7 @@ from .engine import Engine
 from .errors import RequestError
 from .gate import GateMiddleware
 from .metrics import get_metrics
+from .responses import dumps
 from .schemas import MetadataResponse, PredictRequest, PredictResponse, VariantRequest, VariantResponse
 from .settings import Settings
 
@@ -54,9 +55,7 @@ class VariantBody(_RawBodyMixin, VariantRequest):
 
 
 def json_response(payload: t.Any, status: int = 200) -> Response:
-    import json
-
-    return Response(json.dumps(payload, separators=(",", ":")), status_code=status, media_type="application/json")
+    return Response(dumps(payload), status_code=status, media_type="application/json")
 
 
 @bentoml.service(

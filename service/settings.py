@@ -80,6 +80,7 @@ class Settings:
     condition_cache_size: int = 4096                     # MFD_CONDITION_CACHE_SIZE
     device: str = "cpu"                                  # MFD_DEVICE (embedded backend: cpu, cuda, cuda:1 …)
     torch_threads: int = 0                               # MFD_TORCH_THREADS (0: torch's default)
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"  # MFD_PRECISION (embedded trunk compute, via autocast)
     workers: int = 1                                     # MFD_WORKERS (BentoML worker processes)
 
     @classmethod
@@ -114,5 +115,6 @@ class Settings:
             condition_cache_size=_int(env, "MFD_CONDITION_CACHE_SIZE", 4096),
             device=(env.get("MFD_DEVICE") or "cpu").strip(),
             torch_threads=_int(env, "MFD_TORCH_THREADS", 0, minimum=0),
+            precision=_choice(env, "MFD_PRECISION", "fp32", ("fp32", "fp16", "bf16")),  # type: ignore[arg-type]
             workers=_int(env, "MFD_WORKERS", 1),
         )

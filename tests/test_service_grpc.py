@@ -8,7 +8,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.fixtures.service import random_sequences
+from tests.fixtures.service import SEQ_LEN, random_sequences
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +42,10 @@ def test_health_and_metadata_rpcs(mfd_service):
         assert client.is_server_live() and client.is_server_ready()
         assert client.is_model_ready("mfd") and not client.is_model_ready("nope")
         metadata = client.get_model_metadata("mfd", as_json=True)
-        assert [i["name"] for i in metadata["inputs"]] == ["SEQUENCES", "CONDITIONS"]
-        assert [o["name"] for o in metadata["outputs"]] == ["PROBABILITY", "LOGIT", "LOGIT_BIO", "LOGIT_TECH"]
+        assert [i["name"] for i in metadata["inputs"]] == ["SEQUENCES", "CONDITIONS", "TOKENS"]
+        assert metadata["inputs"][2]["datatype"] == "UINT8" and metadata["inputs"][2]["shape"][1] == str(SEQ_LEN)
+        assert [o["name"] for o in metadata["outputs"]] == ["PROBABILITY", "LOGIT", "LOGIT_BIO", "LOGIT_TECH",
+                                                            "FEATURES_BIO", "FEATURES_TECH"]
         assert client.get_server_metadata(as_json=True)["name"] == "mfd-serve"
     finally:
         client.close()
@@ -70,13 +72,16 @@ def test_grpc_infer_matches_torchscript_and_http(mfd_service, torchscript_refere
     assert not np.allclose(bio["LOGIT"], out["LOGIT"], atol=1e-5)
 
 
+GOOD = random_sequences(1, seed=5)[0]  # window lengths follow the fixture model (SEQ_LEN), never a literal
+
+
 @pytest.mark.parametrize("sequences,conditions,fragment", [
-    (["ACGT" * 544, "ACGU" * 544], ["ENCFF001"], "SEQUENCES[1]"),
-    (["ACGT" * 543], ["ENCFF001"], "SEQUENCES[0]"),
+    ([GOOD, GOOD[:3] + "U" + GOOD[4:]], ["ENCFF001"], "SEQUENCES[1]"),
+    ([GOOD[:-1]], ["ENCFF001"], "SEQUENCES[0]"),
     ([], ["ENCFF001"], "SEQUENCES"),
-    (["ACGT" * 544], [], "CONDITIONS"),
-    (["ACGT" * 544], [{"biosample": "Hela"}], "CONDITIONS[0].biosample"),
-    (["ACGT" * 544], ["ENCFF404"], "CONDITIONS[0]"),
+    ([GOOD], [], "CONDITIONS"),
+    ([GOOD], [{"biosample": "Hela"}], "CONDITIONS[0].biosample"),
+    ([GOOD], ["ENCFF404"], "CONDITIONS[0]"),
 ])
 def test_grpc_bad_input_is_invalid_argument_naming_the_field(mfd_service, sequences, conditions, fragment):
     error = grpc_error(mfd_service, sequences, conditions)
@@ -85,7 +90,7 @@ def test_grpc_bad_input_is_invalid_argument_naming_the_field(mfd_service, sequen
 
 
 def test_grpc_unknown_value_lists_allowed_values(mfd_service):
-    error = grpc_error(mfd_service, ["ACGT" * 544], [{"assay": "ATAC"}])
+    error = grpc_error(mfd_service, [GOOD], [{"assay": "ATAC"}])
     assert "CONDITIONS[0].assay" in error.message() and "ChIP-seq" in error.message()
 
 
