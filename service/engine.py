@@ -6,7 +6,6 @@ computed in full before anything is returned, so a failure never yields a half-w
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
 
 import numpy as np
@@ -16,7 +15,7 @@ from mfd_common import tokens as dna
 
 from .backends import Backend, create_backend
 from .batcher import MicroBatcher
-from .conditions import ConditionResolver, ResolvedCondition
+from .conditions import ConditionResolver, ResolvedCondition, numeric_range
 from .errors import RequestError, from_validation_error
 from .genome import Genome
 from .repository import ModelRepository, load_repository
@@ -70,18 +69,6 @@ class Engine:
             return model.model_validate(data, context=self.context)
         except ValidationError as exc:
             raise from_validation_error(exc) from None
-
-    def parse_json(self, model: type[PredictRequest] | type[VariantRequest], body: bytes):
-        if len(body) > self.settings.max_body_bytes:
-            raise RequestError("body", f"request body of {len(body)} bytes exceeds the limit of "
-                               f"{self.settings.max_body_bytes}", status=413, kind="too_large")
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError("body", f"request body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise RequestError("body", "request body must be a JSON object")
-        return self.parse(model, data)
 
     def _require_genome(self, field: str) -> Genome:
         if self.genome is None:
@@ -189,6 +176,7 @@ class Engine:
                 entry["allowed"] = list(v.vocabulary)
             else:
                 entry["mean"], entry["std"] = v.mean, v.std
+                entry["min"], entry["max"] = numeric_range(v.mean, v.std)
             variables.append(entry)
         return {
             "model": self.card.model_name, "seq_len": self.card.seq_len, "d_tech": self.card.d_tech,
