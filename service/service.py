@@ -28,7 +28,8 @@ SETTINGS = Settings.from_env()
     # One worker per replica by default (scale with replicas); with MFD_WORKERS > 1 every worker runs its own
     # engine and gRPC server, sharing the gRPC port through SO_REUSEPORT, and MFD_MAX_INFLIGHT is per worker.
     workers=SETTINGS.workers,
-    traffic={"timeout": 300},
+    traffic={"timeout": SETTINGS.request_timeout_s},
+    tracing={} if SETTINGS.tracing else {"excluded_urls": [".*"]},  # memory: see Settings.tracing
     # BentoML 1.4.40 swaps its internal client session every 100 requests / 300 s and drops calls in flight.
     runner_connection={"max_requests": 10**9, "max_age": 1e9},
     metrics={"enabled": True, "namespace": "bentoml_service"},

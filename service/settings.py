@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     device: str = "cpu"                                  # embedded backend: cpu, cuda, cuda:1 …
     torch_threads: int = Field(0, ge=0)                  # 0: torch's default
     workers: int = Field(1, ge=1)                        # BentoML worker processes
+    # BentoML's request deadline (traffic.timeout). Its TimeoutMiddleware leaves one timer per request pending
+    # for this long, pinning that request's context: memory held ≈ request rate × this × ~0.5 KB, so keep it
+    # near the slowest legitimate request rather than BentoML's habit of minutes (see service/README.md).
+    request_timeout_s: float = Field(60.0, gt=0)
+    # OpenTelemetry spans for requests. Off: every URL is excluded from BentoML's tracing middleware, which
+    # otherwise builds a ~5 KB span per request (pinned by that timer) even when nothing is exported.
+    tracing: bool = False
 
     @field_validator("backend", "triton_protocol", mode="before")
     @classmethod
