@@ -91,6 +91,8 @@ class MFDApi(FastAPI):
         version = model_version(engine.card.checksums) if engine is not None else "0"
         spec = get_openapi(title=TITLE, version=f"{model} ({version})", description=DESCRIPTION
                            + f"\n\nServing model **{model}**, version `{version}`.", routes=self.routes)
+        if engine is not None and engine.card.tracks:  # worked examples name a track this model knows
+            spec = json.loads(json.dumps(spec).replace(EXAMPLE_TRACK, engine.card.tracks[0].id))
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
         for request_model in (PredictRequest, VariantRequest):
             schema = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -192,6 +194,7 @@ async def _score(request: Request, endpoint: str, model: type, run: Callable[[An
 
 
 # ---- worked examples (OpenAPI) ------------------------------------------------------------------------------
+EXAMPLE_TRACK = "DEMO001"
 EXAMPLE_WINDOW = "ACGT" * 8 + "…  (exactly seq_len bases: see GET /metadata)"
 PREDICT_EXAMPLES = {
     "track": ("Score a window under a trained track",
