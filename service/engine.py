@@ -84,7 +84,9 @@ class Engine:
         try:
             token_rows = np.stack([dna.encode(s) for s in sequences])
             weights = await self.conditions.weights(conditions)  # usually cache hits; misses batch into one call
-            if reverse_complement:
+            # A trunk exported with strand averaging (card.reverse_complement_average) already averages both
+            # strands inside; averaging again would only double the work.
+            if reverse_complement and not self.card.reverse_complement_average:
                 both = np.concatenate([token_rows, dna.reverse_complement(token_rows)])
                 features = await self.batcher.submit(both)
                 n = token_rows.shape[0]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mfd_common.numeric import sigmoid
+
 from .backends.base import HeadWeights
 
 
@@ -27,15 +29,6 @@ class Scores:
     logit_bio: np.ndarray
     logit_tech: np.ndarray
     bias: np.ndarray  # [K]
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    out = np.empty_like(x)
-    positive = x >= 0
-    out[positive] = 1.0 / (1.0 + np.exp(-x[positive]))
-    exp_x = np.exp(x[~positive])
-    out[~positive] = exp_x / (1.0 + exp_x)
-    return out
 
 
 def score(features: np.ndarray, d_tech: int, weights: HeadWeights, *, biological_only: bool = False) -> Scores:

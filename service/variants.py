@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from .errors import RequestError
 from .genome import Genome
 
-MAX_ALLELE_LENGTH = 100
-
 
 @dataclass(frozen=True)
 class VariantWindows:
