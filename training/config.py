@@ -10,17 +10,27 @@ data folder (the demo writes `demo_data/config.yaml` next to the files it names)
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+import json
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Union
+from typing import Any, Literal, Mapping, Optional
 
 import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError, field_validator
+from pydantic.dataclasses import dataclass as _pydantic_dataclass
 
 from mfd_common.codec import GROUPS, GroupLayout, Variable
 
 from .model import ModelConfig
+
+
+#: Strict: no unknown keys, no coercion ("3" is not an integer, 1 is not true); an int is accepted as a float.
+STRICT = ConfigDict(strict=True, extra="forbid")
+
+
+def dataclass(cls: type) -> type:
+    """A config section: a dataclass that pydantic validates strictly."""
+    return _pydantic_dataclass(cls, config=STRICT)
 
 
 class ConfigError(ValueError):
@@ -85,6 +95,12 @@ class MetadataConfig:
     variables: dict[str, VariableConfig] = field(default_factory=dict)
     groups: dict[str, GroupConfig] = field(default_factory=dict)
 
+    @field_validator("variables", "groups", mode="before")
+    @classmethod
+    def _empty_entries(cls, value: Any) -> Any:
+        """`lab:` with nothing after it (YAML null) means a variable/group with all defaults."""
+        return {k: ({} if v is None else v) for k, v in value.items()} if isinstance(value, Mapping) else value
+
     def to_codec_spec(self) -> tuple[list[Variable], dict[str, GroupLayout]]:
         """Unfitted `mfd_common.codec` variables and group layouts (vocabularies are fitted from the TSV)."""
         variables = [Variable(name=name, type=v.type, group=v.group, intermediate=v.intermediate,
@@ -142,78 +158,45 @@ class Config:
         return data
 
 
-# ---- generic, strict dataclass construction ---------------------------------------------------------------
+# ---- strict construction (pydantic) ----------------------------------------------------------------------
 
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(str(a) for a in typing.get_args(tp))
-    if origin in (list,):
-        return f"a list of {_describe(typing.get_args(tp)[0])}"
-    if origin in (dict,):
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
-
-
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _convert(args[0], value, path)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(path, f"must be one of {', '.join(map(str, allowed))}, got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(path, f"must be {_describe(tp)}, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(path, f"must be a mapping, got {value!r}")
-        _, item = typing.get_args(tp)
-        return {str(k): _convert(item, v if v is not None else {}, f"{path}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, path)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(path, f"must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(path, f"must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(path, f"must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(path, f"must be a string, got {value!r}")
-        return value
-    return value
+def _path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
 
 
 def build(cls: type, data: Any, path: str = "") -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError with the path."""
+    """Build config section `cls` from a mapping; unknown keys and wrong types raise ConfigError with the path."""
     if data is None:
         data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(path, f"must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(map(str, data)) - names)
-    if unknown:
-        where = f"{path}.{unknown[0]}" if path else unknown[0]
-        raise ConfigError(where, f"unknown key (allowed: {', '.join(sorted(names))})")
-    kwargs = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
-    return cls(**kwargs)
+    try:  # JSON mode: strict about scalars, yet mappings may stand for sections (strict Python mode wants instances)
+        return TypeAdapter(cls).validate_json(json.dumps(data, default=str))
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = _path(tuple(error["loc"]))
+        where = f"{path}.{where}" if path and where else (path or where)
+        raise ConfigError(where, _message(error)) from None
+
+
+#: pydantic error type → our wording (the messages users and tests already know).
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
+             "list": "a list", "dict": "a mapping", "dataclass": "a mapping", "model": "a mapping"}
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = str(error["type"])
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        return "unknown key"
+    got = f", got {error.get('input')!r}"
+    if kind == "literal_error":
+        expected = str((error.get("ctx") or {}).get("expected", "")).replace("'", "").replace(" or ", ", ")
+        return f"must be one of {expected}{got}"
+    for prefix, expected in _EXPECTED.items():
+        if kind.startswith(prefix):
+            return f"must be {expected}{got}"
+    return f"{error['msg'][0].lower()}{error['msg'][1:]}{got}"
 
 
 # ---- semantic validation -----------------------------------------------------------------------------------
