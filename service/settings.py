@@ -48,7 +48,11 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(2.0, ge=0)              # extra wait to fill a batch
     condition_cache_size: int = Field(4096, ge=1)
     device: str = "cpu"                                  # embedded backend: cpu, cuda, cuda:1 …
-    torch_threads: int = Field(0, ge=0)                  # 0: torch's default
+    # 0: one less than the cores this process may use (at least 1) on CPU, torch's default on GPU. torch's own
+    # default (all cores) starves the event loop: its OpenMP threads spin on every core between kernels. Measured
+    # on 2 cores, 8 clients, side by side: p50 1.29 s / p99 4.36 s / 2.3 s gaps (torch default) vs
+    # 0.24 s / 0.35 s / 0.17 s (1 thread) — 6x the throughput.
+    torch_threads: int = Field(0, ge=0)
     workers: int = Field(1, ge=1)                        # BentoML worker processes
     # BentoML's request deadline (traffic.timeout). Its TimeoutMiddleware leaves one timer per request pending
     # for this long, pinning that request's context: memory held ≈ request rate × this × ~0.5 KB, so keep it
@@ -78,10 +82,12 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
-    def _default_batch(self) -> "Settings":
+    def _cpu_defaults(self) -> "Settings":
+        cpu_embedded = self.backend == "embedded" and self.device.strip().lower() == "cpu"
         if self.max_batch == 0:
-            cpu_embedded = self.backend == "embedded" and self.device.strip().lower() == "cpu"
             object.__setattr__(self, "max_batch", CPU_MAX_BATCH if cpu_embedded else ACCELERATED_MAX_BATCH)
+        if self.torch_threads == 0 and cpu_embedded:
+            object.__setattr__(self, "torch_threads", max(1, len(os.sched_getaffinity(0)) - 1))
         return self
 
     @classmethod
