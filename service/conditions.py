@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence, Union
 import numpy as np
 
 from mfd_common.card import ModelCard
-from mfd_common.codec import MetadataCodec, MetadataError
+from mfd_common.codec import NUMERIC_TYPES, MetadataCodec, MetadataError, is_missing
 
 from .backends.base import Backend, HeadWeights
 from .errors import RequestError
@@ -29,6 +29,14 @@ from .metrics import get_metrics
 
 ConditionInput = Union[str, Mapping[str, Any]]
 TRACK_KEY = "track"
+#: A numeric metadata value must lie within this many training standard deviations of the training mean:
+#: far outside, the metadata network extrapolates blindly (and float32 codes overflow into NaN probabilities).
+MAX_STANDARD_SCORE = 6.0
+
+
+def numeric_range(mean: float, std: float) -> tuple[float, float]:
+    """Accepted [min, max] of a numeric variable (documented per variable by GET /metadata)."""
+    return mean - MAX_STANDARD_SCORE * std, mean + MAX_STANDARD_SCORE * std
 
 
 @dataclass(frozen=True)
@@ -87,8 +95,21 @@ class ConditionResolver:
         except MetadataError as exc:
             message = str(exc)[len(exc.field) + 2:] if str(exc).startswith(f"{exc.field}: ") else str(exc)
             raise RequestError(f"{field}.{exc.field}", message, exc.allowed) from None
+        self._check_ranges(condition, codes, field)
         unspecified = tuple(v.name for v in self.codec.variables if v.name not in condition)
         return ResolvedCondition(None, dict(condition), codes, self.bias_rule, unspecified)
+
+    def _check_ranges(self, condition: Mapping[str, Any], codes: np.ndarray, field: str) -> None:
+        for name, value in condition.items():
+            variable = self.codec.by_name[name]
+            if variable.type not in NUMERIC_TYPES or is_missing(value):
+                continue
+            standard_score = float(codes[self.codec.offsets[name][0]])
+            if not abs(standard_score) <= MAX_STANDARD_SCORE:  # also catches inf/NaN
+                low, high = numeric_range(variable.mean, variable.std)
+                raise RequestError(f"{field}.{name}", f"{str(value)[:40]} is outside the range this model was "
+                                   f"trained for: {low:.6g} to {high:.6g} (training mean ± "
+                                   f"{MAX_STANDARD_SCORE:g} standard deviations)")
 
     def parse_many(self, conditions: Sequence[ConditionInput], prefix: str = "conditions") -> list[ResolvedCondition]:
         return [self.parse(c, i, prefix) for i, c in enumerate(conditions)]

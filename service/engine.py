@@ -18,7 +18,7 @@ from mfd_common import tokens as dna
 
 from .backends import Backend, create_backend
 from .batcher import MicroBatcher
-from .conditions import ConditionResolver, ResolvedCondition
+from .conditions import ConditionResolver, ResolvedCondition, numeric_range
 from .effects import EnsembleSpec, crops, encode_windows, ensembled_scores, split_effects
 from .errors import RequestError, from_validation_error
 from .genome import Genome
@@ -76,18 +76,6 @@ class Engine:
         except ValidationError as exc:
             raise from_validation_error(exc) from None
 
-    def parse_json(self, model: type[PredictRequest] | type[VariantRequest], body: bytes):
-        if len(body) > self.settings.max_body_bytes:
-            raise RequestError("body", f"request body of {len(body)} bytes exceeds the limit of "
-                               f"{self.settings.max_body_bytes}", status=413, kind="too_large")
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise RequestError("body", f"request body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise RequestError("body", "request body must be a JSON object")
-        return self.parse(model, data)
-
     def _require_genome(self, field: str) -> Genome:
         if self.genome is None:
             raise RequestError(field, "this server has no reference genome configured (MFD_FASTA)",
@@ -111,7 +99,9 @@ class Engine:
         self.active_requests += 1
         try:
             weights = await self.conditions.weights(conditions)  # usually cache hits; misses batch into one call
-            if reverse_complement:
+            # A trunk exported with strand averaging (card.reverse_complement_average) already averages both
+            # strands inside; averaging again would only double the work.
+            if reverse_complement and not self.card.reverse_complement_average:
                 both = np.concatenate([token_rows, dna.reverse_complement(token_rows)])
                 features = await self.batcher.submit(both)
                 n = token_rows.shape[0]
@@ -193,6 +183,7 @@ class Engine:
                 entry["allowed"] = list(v.vocabulary)
             else:
                 entry["mean"], entry["std"] = v.mean, v.std
+                entry["min"], entry["max"] = numeric_range(v.mean, v.std)
             variables.append(entry)
         return {
             "model": self.card.model_name, "seq_len": self.card.seq_len, "d_tech": self.card.d_tech,

@@ -10,6 +10,17 @@ from typing import Any, Sequence
 
 #: Longest `allowed` list sent back; a genome's contig list can be huge.
 MAX_ALLOWED_LISTED = 200
+#: Longest field path / message sent back: both can quote client input (a 1 MB key or value), which an
+#: error must not echo in full.
+MAX_FIELD_CHARS = 200
+MAX_MESSAGE_CHARS = 500
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, saying how much was dropped."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 class RequestError(Exception):
@@ -17,20 +28,43 @@ class RequestError(Exception):
 
     def __init__(self, field: str, message: str, allowed: Sequence[Any] | None = None, *,
                  status: int = 422, kind: str = "invalid_argument"):
-        self.field = field
-        self.message = message
-        self.allowed = list(allowed) if allowed is not None else None
+        self.field = truncate(field, MAX_FIELD_CHARS)
+        self.message = truncate(message, MAX_MESSAGE_CHARS)
+        self.allowed = [truncate(a, MAX_FIELD_CHARS) if isinstance(a, str) else a
+                        for a in list(allowed)[:MAX_ALLOWED_LISTED + 1]] if allowed is not None else None
+        self.allowed_total = len(allowed) if allowed is not None else 0
         self.status = status
         self.kind = kind
-        super().__init__(f"{field}: {message}")
+        super().__init__(f"{self.field}: {self.message}")
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"field": self.field, "message": self.message}
         if self.allowed is not None:
             body["allowed"] = self.allowed[:MAX_ALLOWED_LISTED]
-            if len(self.allowed) > MAX_ALLOWED_LISTED:
-                body["allowed_truncated"] = len(self.allowed)
+            if self.allowed_total > MAX_ALLOWED_LISTED:
+                body["allowed_truncated"] = self.allowed_total
         return {"error": body}
+
+
+def backend_unavailable() -> RequestError:
+    return RequestError("backend", "the model backend is unavailable; retry later", status=503,
+                        kind="backend_unavailable")
+
+
+def internal() -> RequestError:
+    return RequestError("server", "internal error; see the server log", status=500, kind="internal")
+
+
+def as_request_error(exc: BaseException) -> RequestError:
+    """The one failure table for every transport: client errors keep their status, a backend outage is a
+    503 (gRPC UNAVAILABLE), anything else a 500 (INTERNAL) that the caller must log."""
+    from .backends.base import BackendUnavailable
+
+    if isinstance(exc, RequestError):
+        return exc
+    if isinstance(exc, BackendUnavailable):
+        return backend_unavailable()
+    return internal()
 
 
 def unauthorized() -> RequestError:

@@ -20,7 +20,6 @@ message, with the same validation, auth, admission control and metrics.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import grpc
@@ -29,8 +28,8 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from . import tensors
 from .engine import Engine
 from .errors import RequestError
-from .gate import limiter, token_ok
-from .metrics import get_metrics
+from . import strict_json
+from .admission import Admission
 from .proto import mfd_v1_pb2, mfd_v1_pb2_grpc
 from .schemas import PredictRequest
 
@@ -59,8 +58,9 @@ def error_text(error: RequestError, tensor_names: bool = True) -> str:
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, admission: Admission):
         self.engine = engine
+        self.admission = admission
         self.settings = engine.settings
 
     # ---- health & metadata -----------------------------------------------------------------------------
@@ -108,48 +108,33 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             return tensors.encode_response(scores, inputs.outputs, model_name=MODEL_NAME,
                                            model_version=MODEL_VERSION, request_id=request.id)
 
-        return await guarded(self.engine, context, ENDPOINT, handle)
+        return await guarded(self.admission, context, ENDPOINT, handle)
 
 
-async def guarded(engine: Engine, context, endpoint: str, handle, *, tensor_names: bool = True):
-    """Auth, admission control, metrics and error mapping around one scoring RPC (shared by both APIs)."""
-    settings = engine.settings
-    metrics = get_metrics()
-    start = time.perf_counter()
+# RequestError.status → gRPC code; statuses not listed are client errors (INVALID_ARGUMENT).
+STATUS_CODES = {401: grpc.StatusCode.UNAUTHENTICATED, 404: grpc.StatusCode.NOT_FOUND,
+                413: grpc.StatusCode.INVALID_ARGUMENT, 500: grpc.StatusCode.INTERNAL,
+                503: grpc.StatusCode.UNAVAILABLE}
+
+
+async def guarded(admission: Admission, context, endpoint: str, handle, *, tensor_names: bool = True):
+    """One scoring RPC through the shared Admission; its RequestError becomes the matching gRPC status."""
     metadata = dict(context.invocation_metadata() or ())
-    if not token_ok(settings, metadata.get("authorization")):
-        metrics.errors.labels(endpoint, "unauthorized").inc()
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "authorization: missing or invalid bearer token")
-    gate = limiter(settings)
-    if not gate.try_acquire():
-        metrics.errors.labels(endpoint, "overloaded").inc()
-        await context.abort(grpc.StatusCode.UNAVAILABLE,
-                            f"server busy: {settings.max_inflight} requests in flight; retry later")
-    gauge = metrics.inflight.labels(endpoint)
-    gauge.inc()
-    failure: tuple[grpc.StatusCode, str]
     try:
-        return await handle()
+        async with admission.call(endpoint, metadata.get("authorization")):
+            return await handle()
     except RequestError as exc:
-        metrics.errors.labels(endpoint, exc.kind).inc()
-        failure = (grpc.StatusCode.INVALID_ARGUMENT if exc.status < 500 else grpc.StatusCode.UNAVAILABLE,
-                   error_text(exc, tensor_names))
-    except Exception:  # noqa: BLE001 - never leak a trace to the client
-        logger.exception("%s failed", endpoint)
-        metrics.errors.labels(endpoint, "internal").inc()
-        failure = (grpc.StatusCode.INTERNAL, "internal error; see the server log")
-    finally:
-        gate.release()
-        gauge.dec()
-        metrics.request_latency.labels(endpoint, engine.backend.name).observe(time.perf_counter() - start)
-    await context.abort(*failure)
+        code = STATUS_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT if exc.status < 500
+                                else grpc.StatusCode.INTERNAL)
+        await context.abort(code, error_text(exc, tensor_names))
 
 
 class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
     """`mfd.v1.Predictor`: the typed mirror of POST /predict."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, admission: Admission):
         self.engine = engine
+        self.admission = admission
 
     @staticmethod
     def _request_dict(request) -> dict[str, Any]:
@@ -192,17 +177,17 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
             return response
 
         # Field names as in the proto / HTTP API (`conditions[0].lab`), not KServe tensor names.
-        return await guarded(self.engine, context, "grpc_predict", handle, tensor_names=False)
+        return await guarded(self.admission, context, "grpc_predict", handle, tensor_names=False)
 
 
-async def start_grpc_server(engine: Engine, host: str, port: int) -> grpc.aio.Server:
+async def start_grpc_server(engine: Engine, admission: Admission, host: str, port: int) -> grpc.aio.Server:
     # SO_REUSEPORT only with several workers (they then share the port); otherwise a port already taken by
     # another process must fail loudly instead of silently splitting traffic with it.
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", engine.settings.max_body_bytes),
                                       ("grpc.max_send_message_length", 256 * 1024 * 1024),
                                       ("grpc.so_reuseport", 1 if engine.settings.workers > 1 else 0)])
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(engine), server)
-    mfd_v1_pb2_grpc.add_PredictorServicer_to_server(PredictorServicer(engine), server)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(engine, admission), server)
+    mfd_v1_pb2_grpc.add_PredictorServicer_to_server(PredictorServicer(engine, admission), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise RuntimeError(f"cannot bind the gRPC server to {host}:{port}")

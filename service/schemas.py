@@ -67,7 +67,13 @@ def _check_allele(value: str) -> str:
 
 DnaSequence = Annotated[str, AfterValidator(_check_sequence)]
 Allele = Annotated[str, AfterValidator(_check_allele)]
-MetadataValue = Union[str, int, float, list[str], None]
+def _check_metadata_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise _fail("booleans are not metadata values: give a number, a string or a list of strings")
+    return value
+
+
+MetadataValue = Annotated[Union[str, int, float, list[str], None], BeforeValidator(_check_metadata_value)]
 
 
 def _check_condition(value: Any) -> Any:
@@ -86,7 +92,9 @@ CONDITIONS_DOC = ("Experimental conditions to score. Each is a trained track id 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Requests: unknown fields refused; strict types (no "yes" for true, no "12" or true for a number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Interval(_Strict):
@@ -276,8 +284,10 @@ class VariableOut(BaseModel):
     type: str
     group: str
     allowed: Optional[list[str]] = Field(None, description="Vocabulary of categorical variables.")
-    mean: Optional[float] = None
-    std: Optional[float] = None
+    mean: Optional[float] = Field(None, description="Training mean of a numeric variable.")
+    std: Optional[float] = Field(None, description="Training standard deviation of a numeric variable.")
+    min: Optional[float] = Field(None, description="Smallest accepted value (mean − 6 std); outside → 422.")
+    max: Optional[float] = Field(None, description="Largest accepted value (mean + 6 std); outside → 422.")
 
 
 class TrackOut(BaseModel):

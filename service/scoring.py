@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mfd_common.numeric import sigmoid
+
 from .backends.base import HeadWeights
 
 
@@ -45,12 +47,6 @@ class Scores:
     def f_bio(self) -> np.ndarray:
         assert self.features is not None
         return self.features[:, self.d_tech:]
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Overflow-free logistic: exp only ever sees -|x|, so no warnings and no boolean-mask copies."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
 
 
 def score(features: np.ndarray, d_tech: int, weights: HeadWeights, *, biological_only: bool = False) -> Scores:

@@ -18,7 +18,6 @@ messages and statuses as the JSON API.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ from tritonclient.grpc import service_pb2
 
 from mfd_common import tokens as dna
 
+from . import strict_json
 from .errors import RequestError
 from .scoring import Scores
 
@@ -134,14 +134,17 @@ def decode_sequences(tensor, buffer: bytes | None, seq_len: int) -> np.ndarray:
 
 
 def _decode_condition(raw: bytes, index: int) -> Any:
+    """One CONDITIONS element: strict JSON when it looks like JSON, else a bare track id."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise RequestError(f"CONDITIONS[{index}]", "conditions must be UTF-8 JSON") from None
+    if not text.lstrip().startswith(("{", "[", '"')):
+        return text
     try:
-        return json.loads(text)
-    except ValueError:
-        return text  # a bare track id
+        return strict_json.loads(raw)
+    except RequestError as exc:
+        raise RequestError(f"CONDITIONS[{index}]", exc.message, status=exc.status) from None
 
 
 def _bool_parameters(request) -> dict[str, bool]:
@@ -164,9 +167,9 @@ def _conditions(request, tensors: dict[str, Any], raw: dict[str, bytes | None]) 
         if param.WhichOneof("parameter_choice") != "string_param":
             raise RequestError("parameters.conditions", "must be a string parameter holding a JSON array")
         try:
-            values = json.loads(param.string_param)
-        except ValueError as exc:
-            raise RequestError("parameters.conditions", f"not valid JSON: {exc}") from None
+            values = strict_json.loads(param.string_param.encode("utf-8"))
+        except RequestError as exc:
+            raise RequestError("parameters.conditions", exc.message, status=exc.status) from None
         if not isinstance(values, list):
             raise RequestError("parameters.conditions", "must be a JSON array of conditions")
         return values

@@ -216,7 +216,7 @@ def test_bad_input_is_a_4xx_naming_the_field(mfd_service, name, payload, status,
 def test_malformed_and_oversized_bodies(mfd_service):
     r = httpx.post(f"{mfd_service.http_url}/predict", content=b"{not json", timeout=30,
                    headers={"content-type": "application/json"})
-    expect_error(r, 422, "body")
+    expect_error(r, 400, "body")
     r = httpx.post(f"{mfd_service.http_url}/predict", json=["ACGT"], timeout=30)
     expect_error(r, 422, "body")
     huge = {"sequences": [SEQ], "conditions": ["ENCFF001"], "padding": "x" * 2_100_000}  # MFD_MAX_BODY_BYTES=2e6

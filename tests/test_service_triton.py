@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 import httpx
 import numpy as np
@@ -82,8 +81,8 @@ def test_triton_backend_protocols_match_embedded(protocol, triton_server, export
     repository = load_repository(exported_repository)
     base = Settings(model_repository=exported_repository)
     url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
-    triton = TritonBackend(dataclasses.replace(base, backend="triton", triton_url=url, triton_protocol=protocol),
-                           repository)
+    triton = TritonBackend(base.model_copy(update={"backend": "triton", "triton_url": url,
+                                                   "triton_protocol": protocol}), repository)
     embedded = EmbeddedBackend(base, repository)
     rng = np.random.default_rng(5)
     tokens = rng.integers(0, 5, size=(300, SEQ_LEN), dtype=np.uint8)  # > max_batch_size 256: split client-side

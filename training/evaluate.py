@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 import numpy as np
 import torch
 
+from mfd_common.numeric import sigmoid
 from mfd_common.tokens import COMPLEMENT_CODES
 
 from .config import ConfigError, load_config, parse_overrides
@@ -97,14 +98,10 @@ def predict_batches(model: MFDModel, batches: Iterable[tuple[Any, Any]], codes: 
     for key in ("logits", "logits_bio", "logits_tech"):
         result[key] = (result[f"{key}_fwd"] + result[f"{key}_rev"]) / 2 if reverse_complement else result[f"{key}_fwd"]
     if reverse_complement:
-        result["prob"] = (_sigmoid(result["logits_fwd"]) + _sigmoid(result["logits_rev"])) / 2
+        result["prob"] = (sigmoid(result["logits_fwd"]) + sigmoid(result["logits_rev"])) / 2
     else:
-        result["prob"] = _sigmoid(result["logits_fwd"])
+        result["prob"] = sigmoid(result["logits_fwd"])
     return result
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def metrics_from_predictions(pred: dict[str, np.ndarray], track_ids: list[str], d_tech: int) -> dict[str, Any]:

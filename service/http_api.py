@@ -1,0 +1,326 @@
+"""The HTTP API: a FastAPI app that BentoML mounts (`@bentoml.asgi_app`); BentoML keeps processes and probes.
+
+Routes (JSON in and out, strict RFC 8259 both ways):
+  POST /predict            windows (sequences or FASTA intervals) × conditions → probability, logits
+  POST /predict_variants   chrom/pos/ref/alt × conditions → alt − ref effects
+  GET  /metadata           vocabularies, numeric ranges, trained tracks, limits (POST also answers)
+  GET  /docs.json, GET /   our OpenAPI document and a plain HTML page rendered from it
+
+A body is read and parsed by us (`strict_json`), then validated by the pydantic request model *with the model's
+context* (window length, limits), which FastAPI's own body parsing cannot pass; the models are still declared
+in the OpenAPI document, and responses are documented by (and tested against) the response models. Every
+failure, ours or the framework's (404, 405, 415, 413 …), leaves as `{"error": {"field", "message", "allowed"}}`.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+from http import HTTPStatus
+from typing import Any, Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import HTMLResponse, Response
+
+from . import strict_json
+from .admission import Admission, ClientGone
+from .errors import RequestError, internal
+from .schemas import (ErrorResponse, MetadataResponse, PredictRequest, PredictResponse, VariantRequest,
+                      VariantResponse)
+
+TITLE = "MFD: Metadata-guided Feature Disentanglement"
+DESCRIPTION = """\
+Predicts functional-genomics tracks (e.g. ChIP-seq peaks) for DNA windows under **experimental conditions**:
+a trained track id or any combination of metadata values (biosample, target, assay, lab, …), including
+combinations never measured. Every logit splits into a biological part (`logit_bio`) and a technical part
+(`logit_tech`); `biological_only` removes the technical one. GET /metadata lists the variables, their
+allowed values and numeric ranges, the trained tracks and the window length.
+
+Errors always have the shape `{"error": {"field": …, "message": …, "allowed": [...]}}`; `field` names the
+offending value (`conditions[1].biosample`). The same model is served over gRPC (KServe v2 and `mfd.v1`)."""
+
+ERROR_DOCS = {
+    400: "Malformed body: not JSON, not UTF-8, or nested too deeply",
+    401: "Missing or wrong bearer token (when MFD_AUTH_TOKEN is set)",
+    413: "Too many sequences/conditions or body too large; the error names the field",
+    415: "Content-Type is not application/json",
+    422: "Invalid input; `error.field` names it and `error.allowed` lists valid values where known",
+    503: "Server busy (MFD_MAX_INFLIGHT calls in flight) or model backend unavailable; retry",
+}
+JSON_TYPES = ("application/json",)
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": ErrorResponse, "description": ERROR_DOCS[s]} for s in statuses}
+
+
+def _body(model: type, examples: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"},
+        "examples": {name: {"summary": summary, "value": value} for name, (summary, value) in examples.items()}}}}}
+
+
+def _send_error(error: RequestError) -> Response:
+    headers = {}
+    if error.status == 401:
+        headers["www-authenticate"] = "Bearer"
+    elif error.kind == "overloaded":
+        headers["retry-after"] = "1"
+    return Response(strict_json.dumps(error.to_json()), status_code=error.status, headers=headers,
+                    media_type="application/json")
+
+
+def framework_error(status: int) -> RequestError:
+    """Our error for a status the framework produced itself (unknown path, wrong method, probe failure …)."""
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "error"
+    field = {404: "path", 405: "method", 415: "content-type"}.get(status, "request")
+    return RequestError(field, phrase.lower(), status=status, kind=phrase.lower().replace(" ", "_"))
+
+
+class MFDApi(FastAPI):
+    """FastAPI with our OpenAPI document (title, model, examples) and our error JSON for every error."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema:
+            return self.openapi_schema
+        engine = getattr(self.state, "engine", None)
+        model = engine.card.model_name if engine is not None else "unloaded"
+        version = model_version(engine.card.checksums) if engine is not None else "0"
+        spec = get_openapi(title=TITLE, version=f"{model} ({version})", description=DESCRIPTION
+                           + f"\n\nServing model **{model}**, version `{version}`.", routes=self.routes)
+        if engine is not None and engine.card.tracks:  # worked examples name a track this model knows
+            spec = json.loads(json.dumps(spec).replace(EXAMPLE_TRACK, engine.card.tracks[0].id))
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        for request_model in (PredictRequest, VariantRequest):
+            schema = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[request_model.__name__] = schema
+        self.openapi_schema = spec
+        return spec
+
+
+def model_version(checksums: dict[str, str]) -> str:
+    """A short, stable version id of the served weights: the first 12 hex digits of the trunk's checksum."""
+    for name, digest in sorted(checksums.items()):
+        if "trunk" in name:
+            return digest.split(":")[-1][:12]
+    return "unversioned"
+
+
+app = MFDApi(title=TITLE, description=DESCRIPTION, docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@app.exception_handler(RequestError)
+async def _request_error(_: Request, exc: RequestError) -> Response:
+    return _send_error(exc)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    return _send_error(framework_error(exc.status_code))
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+    return _send_error(RequestError("request", "invalid request"))
+
+
+@app.exception_handler(Exception)
+async def _unexpected(_: Request, exc: Exception) -> Response:
+    return _send_error(internal())
+
+
+# ---- request plumbing -------------------------------------------------------------------------------------
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 415/413 before (or while) reading when it is not JSON or too large."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if content_type not in JSON_TYPES and not content_type.endswith("+json"):
+        raise RequestError("content-type", f"send Content-Type: application/json (got {content_type!r})",
+                           ["application/json"], status=415, kind="unsupported_media_type")
+    too_large = RequestError("body", f"request body exceeds the limit of {limit} bytes", status=413,
+                             kind="too_large")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def until_disconnected(request: Request, work: Awaitable[Any]) -> Any:
+    """Run `work`, cancelling it the moment the client disconnects (its queued windows are then dropped by
+    the batcher and its admission slot freed by the caller's `Admission.call`)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.done() or task.cancelled():
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        raise ClientGone()
+    return task.result()
+
+
+Handler = Callable[[Any], Awaitable[dict[str, Any]]]
+
+
+async def _score(request: Request, endpoint: str, model: type, run: Callable[[Any], Handler]) -> Response:
+    state = request.app.state
+    async with state.admission.call(endpoint, request.headers.get("authorization")):
+        body = await read_body(request, state.settings.max_body_bytes)
+        engine = state.engine
+        parsed = engine.parse(model, strict_json.loads(body))
+        result = await until_disconnected(request, run(engine)(parsed))
+        return Response(strict_json.dumps(result), media_type="application/json")
+
+
+# ---- worked examples (OpenAPI) ------------------------------------------------------------------------------
+EXAMPLE_TRACK = "DEMO001"
+EXAMPLE_WINDOW = "ACGT" * 8 + "…  (exactly seq_len bases: see GET /metadata)"
+PREDICT_EXAMPLES = {
+    "track": ("Score a window under a trained track",
+              {"sequences": [EXAMPLE_WINDOW], "conditions": ["DEMO001"]}),
+    "never_measured": ("A combination of metadata never measured together; omitted variables are averaged",
+                       {"sequences": [EXAMPLE_WINDOW], "conditions": [
+                           {"biosample": "HepG2", "target": "CTCF", "assay": "CUT&RUN", "lab": "lab-A"}]}),
+    "biological_only": ("The biological read-out alone (technical component at its mean), on genome intervals",
+                        {"intervals": [{"chrom": "chr1", "start": 10000, "end": 12176}],
+                         "conditions": [{"biosample": "K562", "target": "GATA1"}], "biological_only": True}),
+}
+VARIANT_EXAMPLES = {
+    "snv": ("Effect of an SNV (VCF-style, 1-based pos) under a track and a metadata condition",
+            {"variants": [{"chrom": "chr1", "pos": 20001, "ref": "A", "alt": "G", "id": "rs0001"}],
+             "conditions": ["DEMO001", {"biosample": "HepG2", "target": "CTCF"}]}),
+}
+
+
+@app.post("/predict", summary="Score windows under conditions", response_model=None,
+          responses={200: {"model": PredictResponse}, **_errors(400, 401, 413, 415, 422, 503)},
+          openapi_extra=_body(PredictRequest, PREDICT_EXAMPLES))
+async def predict(request: Request) -> Response:
+    """Score DNA windows (sequences, or intervals of the server's genome) under experimental conditions."""
+    return await _score(request, "predict", PredictRequest, lambda engine: engine.predict)
+
+
+@app.post("/predict_variants", summary="Variant effects (alt − ref)", response_model=None,
+          responses={200: {"model": VariantResponse}, **_errors(400, 401, 413, 415, 422, 503)},
+          openapi_extra=_body(VariantRequest, VARIANT_EXAMPLES))
+async def predict_variants(request: Request) -> Response:
+    """Variant effects per condition; windows are centred on each variant and the ref allele is checked."""
+    return await _score(request, "predict_variants", VariantRequest, lambda engine: engine.predict_variants)
+
+
+@app.api_route("/metadata", methods=["GET", "POST"], summary="Model metadata", response_model=None,
+               responses={200: {"model": MetadataResponse}, **_errors(401)})
+async def metadata(request: Request) -> Response:
+    """Metadata variables (allowed values, numeric ranges), trained tracks, window length and limits."""
+    state = request.app.state
+    async with state.admission.call("metadata", request.headers.get("authorization"), scoring=False):
+        return Response(strict_json.dumps(state.engine.metadata()), media_type="application/json")
+
+
+@app.get("/docs.json", include_in_schema=False)
+async def openapi_document(request: Request) -> Response:
+    return Response(json.dumps(request.app.openapi()), media_type="application/json")
+
+
+@app.get("/", include_in_schema=False)
+async def docs_page(request: Request) -> HTMLResponse:
+    return HTMLResponse(render_docs(request.app.openapi()))
+
+
+def render_docs(spec: dict[str, Any]) -> str:
+    """A self-contained HTML page (no scripts, no external assets) from the OpenAPI document."""
+    e = html.escape
+    info = spec["info"]
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(info['title'])}</title>",
+             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{background:#f4f4f4;"
+             "padding:.6em;overflow-x:auto}h3{border-top:1px solid #ccc;padding-top:.8em}</style></head><body>",
+             f"<h1>{e(info['title'])}</h1><p class='version'>Model version: {e(info['version'])}</p>"]
+    parts += [f"<p>{e(paragraph)}</p>" for paragraph in info.get("description", "").split("\n\n")]
+    parts.append("<p>OpenAPI document: <a href='docs.json'>docs.json</a></p>")
+    for path, operations in spec.get("paths", {}).items():
+        for method, op in operations.items():
+            parts.append(f"<h3 id='{e(op.get('operationId', path))}'>{e(method.upper())} {e(path)}</h3>"
+                         f"<p>{e(op.get('description') or op.get('summary', ''))}</p>")
+            examples = (op.get("requestBody", {}).get("content", {}).get("application/json", {})
+                        .get("examples", {}))
+            for name, example in examples.items():
+                parts.append(f"<h4 class='example'>Example: {e(example.get('summary', name))}</h4>"
+                             f"<pre>{e(json.dumps(example['value'], indent=2))}</pre>")
+            statuses = ", ".join(f"{code} {op['responses'][code].get('description', '')}" for code in op.get(
+                "responses", {}))
+            parts.append(f"<p class='responses'>Responses: {e(statuses)}</p>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+# ---- BentoML's own routes ----------------------------------------------------------------------------------
+class FrontDoor:
+    """ASGI middleware in front of BentoML's router (registered with the public `add_asgi_middleware`).
+
+    BentoML routes `/` and `/docs.json` to its boilerplate page and spec before mounted apps are tried, so
+    those two paths are handed to our app. Probes and /metrics stay BentoML's; any error it answers there
+    in plain text (a failing /readyz, a wrong method) is rewritten to our error JSON.
+    """
+
+    OWN_PATHS = frozenset({"/", "/docs.json"})
+
+    def __init__(self, inner: Any, api: Any = None):
+        self.app = inner
+        self.api = api if api is not None else app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope.get("path") in self.OWN_PATHS:
+            return await self.api(scope, receive, send)
+        await self.app(scope, receive, _json_errors(send))
+
+
+def _json_errors(send: Any) -> Any:
+    replaced = False
+
+    async def wrapped(message: dict[str, Any]) -> None:
+        nonlocal replaced
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            headers = dict(message.get("headers") or [])
+            if not headers.get(b"content-type", b"").startswith(b"application/json"):
+                replaced = True
+                body = strict_json.dumps(framework_error(message["status"]).to_json())
+                await send({"type": "http.response.start", "status": message["status"], "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        if replaced and message["type"] == "http.response.body":
+            return
+        await send(message)
+
+    return wrapped
+
+
+def attach(engine: Any, admission: Admission) -> None:
+    """Give the app this worker's engine and admission (called from the BentoML service's constructor)."""
+    app.state.engine = engine
+    app.state.settings = engine.settings
+    app.state.admission = admission
+    app.openapi_schema = None
