@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     # otherwise builds a ~5 KB span per request (pinned by that timer) even when nothing is exported.
     tracing: bool = False
 
-    @field_validator("backend", "triton_protocol", mode="before")
+    @field_validator("backend", "triton_protocol", "precision", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
