@@ -280,7 +280,7 @@ class MetadataCodec:
                                                    f"number or leave the variable out")
             scaled = (number_of(variable, value) - variable.mean) / variable.std
             if not abs(scaled) <= FLOAT32_MAX:
-                raise MetadataError(variable.name, f"value {_short(value)} overflows float32 after scaling")
+                raise MetadataError(variable.name, f"value {_short(value)} is out of range: it overflows float32 after scaling")
             codes[0] = scaled
         return codes
 

@@ -144,7 +144,8 @@ def _decode_condition(raw: bytes, index: int) -> Any:
     try:
         return strict_json.loads(raw)
     except RequestError as exc:
-        raise RequestError(f"CONDITIONS[{index}]", exc.message, status=exc.status) from None
+        raise RequestError(f"CONDITIONS[{index}]", exc.message.replace("request body is ", ""),
+                           status=exc.status) from None
 
 
 def _bool_parameters(request) -> dict[str, bool]:
@@ -169,7 +170,8 @@ def _conditions(request, tensors: dict[str, Any], raw: dict[str, bytes | None]) 
         try:
             values = strict_json.loads(param.string_param.encode("utf-8"))
         except RequestError as exc:
-            raise RequestError("parameters.conditions", exc.message, status=exc.status) from None
+            raise RequestError("parameters.conditions", exc.message.replace("request body is ", ""),
+                               status=exc.status) from None
         if not isinstance(values, list):
             raise RequestError("parameters.conditions", "must be a JSON array of conditions")
         return values

@@ -142,24 +142,24 @@ def test_generated_variant_bodies_never_5xx(mfd_service, variant):
     ("NaN", "NaN"), ("Infinity", "Infinity"), ("1e999", "overflows"), ("9" * 300, "outside"),
     ("1e300", "range"), ("-1e30", "range"), ("true", "boolean"), ('"yes"', None)])
 def test_numeric_metadata_must_be_a_sane_number_in_range(mfd_service, value, fragment):
-    body = f'{{"sequences":["{SEQ}"],"conditions":[{{"release_year":{value}}}]}}'.encode()
+    body = f'{{"sequences":["{SEQ}"],"conditions":[{{"read_depth":{value}}}]}}'.encode()
     response = post_raw(mfd_service, "/predict", body)
     error = check_answer(response)["error"]
     assert response.status_code in (400, 422)
     if fragment:
         assert fragment in error["message"], error
     if fragment == "range":
-        assert error["field"] == "conditions[0].release_year"
+        assert error["field"] == "conditions[0].read_depth"
 
 
 def test_metadata_documents_numeric_ranges_and_values_inside_are_scored(mfd_service):
     body = httpx.get(f"{mfd_service.http_url}/metadata", timeout=30).json()
     MetadataResponse.model_validate(body)
-    year = next(v for v in body["variables"] if v["name"] == "release_year")
-    assert year["min"] < year["mean"] < year["max"]
-    inside = {"sequences": [SEQ], "conditions": [{"release_year": int(year["max"]) - 1}]}
+    depth = next(v for v in body["variables"] if v["name"] == "read_depth")
+    assert depth["min"] < depth["mean"] < depth["max"]
+    inside = {"sequences": [SEQ], "conditions": [{"read_depth": depth["max"] - 1}]}
     assert post_raw(mfd_service, "/predict", json.dumps(inside).encode()).status_code == 200
-    outside = {"sequences": [SEQ], "conditions": [{"release_year": int(year["max"]) + 100}]}
+    outside = {"sequences": [SEQ], "conditions": [{"read_depth": depth["max"] + 100}]}
     assert post_raw(mfd_service, "/predict", json.dumps(outside).encode()).status_code == 422
 
 

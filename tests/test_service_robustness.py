@@ -96,12 +96,12 @@ def test_abandoned_request_is_cancelled_and_frees_its_slot(mfd_busy_service):
     sock.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                  + f"content-length: {len(slow)}\r\n\r\n".encode() + slow)
     deadline = time.monotonic() + 20
-    while metric(service, 'mfd_inflight_requests{endpoint="predict"}') < 1:
+    while metric(service, 'mfd_inflight_requests{route="predict"}') < 1:
         assert time.monotonic() < deadline, "the slow request never became in flight"
         time.sleep(0.01)
     sock.close()  # the client gives up
     deadline = time.monotonic() + 5
-    while metric(service, 'mfd_inflight_requests{endpoint="predict"}') > 0:
+    while metric(service, 'mfd_inflight_requests{route="predict"}') > 0:
         assert time.monotonic() < deadline, "the abandoned request still holds its admission slot"
         time.sleep(0.01)
     small = httpx.post(f"{service.http_url}/predict", json={"sequences": [SEQ], "conditions": ["ENCFF001"]},
@@ -110,7 +110,7 @@ def test_abandoned_request_is_cancelled_and_frees_its_slot(mfd_busy_service):
     time.sleep(0.5)
     scored = metric(service, 'mfd_windows_scored_total{backend="embedded"}') - before
     assert scored < 128, f"{scored} windows scored: the abandoned request's queued work was not dropped"
-    assert metric(service, 'mfd_errors_total{endpoint="predict",kind="cancelled"}') >= 1
+    assert metric(service, 'mfd_errors_total{kind="cancelled",route="predict"}') >= 1
 
 
 # ---- memory --------------------------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             overrides[key] = value
     if overrides.get("backend") == "triton" and args.max_batch is None:
         overrides["max_batch"] = max(base.max_batch, 64)
-    return replace(base, **overrides)
+    return Settings.model_validate({**base.model_dump(), **overrides})
 
 
 @contextlib.asynccontextmanager
