@@ -40,6 +40,10 @@ serve: demo
 test: setup tools
 	$(PY) -m pytest
 
+# The paper's claims on a converged demo run (MFD vs baseline, 60 epochs each with the reference preset; ~25 min).
+test-paper: setup
+	$(PY) -m pytest -m paper tests/test_training_demo.py
+
 # The container image build + run alone (podman, mmdebstrap base; 3-8 minutes; also part of `make test`).
 image-test: setup tools
 	$(PY) -m pytest -m image
