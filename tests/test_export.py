@@ -182,7 +182,7 @@ def test_broken_configs_are_rejected(exported_repository, tmp_path, model, old, 
     repository = tmp_path / "repo"
     shutil.copytree(exported_repository, repository)
     _replace(repository / model / "config.pbtxt", old, new)
-    with pytest.raises(triton_config.ConfigError) as err:
+    with pytest.raises(triton_config.TritonConfigError) as err:
         triton_config.validate_repository(repository)
     assert message in str(err.value)
     proc = subprocess.run([sys.executable, "-m", "training.triton_config", str(repository)], cwd=REPO_ROOT,
@@ -194,7 +194,7 @@ def test_missing_model_file_is_rejected(exported_repository, tmp_path):
     repository = tmp_path / "repo"
     shutil.copytree(exported_repository, repository)
     (repository / HEAD_MODEL / "1" / "model.pt").unlink()
-    with pytest.raises(triton_config.ConfigError, match="model.pt is missing"):
+    with pytest.raises(triton_config.TritonConfigError, match="model.pt is missing"):
         triton_config.validate_repository(repository)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mfd_common.codec import MetadataCodec, MetadataError
-from mfd_common.tokens import COMPLEMENT_CODES, N_CODE
+from mfd_common.tokens import N_CODE, reverse_complement
 
 from .config import AugmentConfig, Config, ConfigError
 from .genome import Genome
@@ -168,7 +168,7 @@ class WindowDataset(torch.utils.data.Dataset):
                 flip = rng.random(len(index)) < 0.5
         tokens = self.windows.tokens[starts[:, None] + self._arange]
         if flip.any():
-            tokens[flip] = COMPLEMENT_CODES[tokens[flip][:, ::-1]]
+            tokens[flip] = reverse_complement(tokens[flip])
         labels = self.windows.labels[index].astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(tokens)), torch.from_numpy(labels)
 

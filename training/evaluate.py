@@ -17,12 +17,11 @@ import numpy as np
 import torch
 
 from mfd_common.numeric import sigmoid
-from mfd_common.tokens import COMPLEMENT_CODES
 
 from .config import ConfigError, load_config, parse_overrides
 from .dataset import Windows
 from .metrics import independence_metrics, per_track_metrics, shuffled_pair_accuracy, variance_share
-from .model import MFDModel
+from .model import MFDModel, reverse_complement_tokens
 
 if TYPE_CHECKING:
     from .loader import StoreWindowDataset
@@ -76,7 +75,6 @@ def predict_batches(model: MFDModel, batches: Iterable[tuple[Any, Any]], codes: 
     was_training = model.training
     model.eval()
     codes_t = torch.as_tensor(codes, dtype=torch.float32, device=device)
-    complement = torch.as_tensor(COMPLEMENT_CODES, device=device)
     parts: dict[str, list[np.ndarray]] = {}
     for tokens, labels in batches:
         tokens = torch.as_tensor(tokens).to(device)
@@ -84,7 +82,7 @@ def predict_batches(model: MFDModel, batches: Iterable[tuple[Any, Any]], codes: 
         got = {"logits_fwd": out["logits"], "logits_bio_fwd": out["logits_bio"],
                "logits_tech_fwd": out["logits_tech"], "features": out["features"]}
         if reverse_complement:
-            rc = complement[tokens.long()].flip(1)
+            rc = reverse_complement_tokens(tokens)
             out_rc = model(rc, codes_t)
             got.update({"logits_rev": out_rc["logits"], "logits_bio_rev": out_rc["logits_bio"],
                         "logits_tech_rev": out_rc["logits_tech"]})

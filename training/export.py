@@ -37,7 +37,7 @@ from mfd_common.tokens import reverse_complement
 
 from . import triton_config
 from .checkpoint import load_checkpoint
-from .model import MFDModel, condition_bias
+from .model import MFDModel, condition_bias, reverse_complement_tokens
 
 EXPORT_FORMAT_VERSION = "1"
 PARITY_ATOL = 1e-4
@@ -68,7 +68,6 @@ class ExportedTrunk(nn.Module):
         self.crop = int(model.cfg.crop)
         self.seq_len = int(model.cfg.window_bases)
         self.reverse_complement_average = bool(reverse_complement_average)
-        self.register_buffer("complement", torch.tensor([3, 2, 1, 0, 4], dtype=torch.long), persistent=True)
 
     def features(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.dilated_residual_block(self.tower(self.stem(self.onehot(tokens))))
@@ -85,7 +84,7 @@ class ExportedTrunk(nn.Module):
             raise ValueError("TOKENS__0 holds codes > 4; allowed: A,C,G,T,N = 0..4")
         if self.reverse_complement_average:
             n = tokens.size(0)
-            rc = self.complement[tokens.long()].flip([1]).to(torch.uint8)
+            rc = reverse_complement_tokens(tokens)
             both = self.features(torch.cat([tokens, rc], dim=0))
             return 0.5 * (both[:n] + both[n:])
         return self.features(tokens)

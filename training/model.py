@@ -191,6 +191,15 @@ class DilatedResidualStack(nn.Module):
         return self.dilatedresidualblock(x)
 
 
+def reverse_complement_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """uint8 tokens [N, L] → their reverse complements (A↔T, C↔G, N stays), on the tokens' device.
+
+    The torch twin of `mfd_common.tokens.reverse_complement` (numpy), for evaluation and the exported trunk.
+    """
+    complement = torch.tensor([3, 2, 1, 0, 4], dtype=torch.uint8, device=tokens.device)
+    return complement[tokens.long()].flip([1])
+
+
 # ---- metadata → output weights -----------------------------------------------------------------------------
 
 class LinearScaling(nn.Module):

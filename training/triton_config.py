@@ -43,7 +43,7 @@ DEFAULT_HEAD_MAX_BATCH = 4096
 DEFAULT_QUEUE_DELAY_US = 2000
 
 
-class ConfigError(ValueError):
+class TritonConfigError(ValueError):
     """A config.pbtxt that does not parse or does not match the model card."""
 
 
@@ -158,7 +158,7 @@ def parse_config(text: str, source: str = "config.pbtxt") -> mc.ModelConfig:
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as err:
-        raise ConfigError(f"{source}: not a valid Triton ModelConfig: {err}") from None
+        raise TritonConfigError(f"{source}: not a valid Triton ModelConfig: {err}") from None
     return config
 
 
@@ -168,7 +168,7 @@ def _dtype_name(value: int) -> str:
 
 def check_config(config: mc.ModelConfig, spec: ModelSpec, *, backend: str | None = None,
                  source: str = "config.pbtxt") -> None:
-    """Raise ConfigError listing every difference between `config` and the shape contract `spec`."""
+    """Raise TritonConfigError listing every difference between `config` and the shape contract `spec`."""
     problems: list[str] = []
     if config.name != spec.name:
         problems.append(f"name is {config.name!r}, expected {spec.name!r}")
@@ -221,7 +221,7 @@ def check_config(config: mc.ModelConfig, spec: ModelSpec, *, backend: str | None
         if group.count < 0:
             problems.append("instance_group count must be >= 0")
     if problems:
-        raise ConfigError(f"{source}: " + "; ".join(problems))
+        raise TritonConfigError(f"{source}: " + "; ".join(problems))
 
 
 def validate_repository(repository: str | Path, *, backend: str | None = LIBTORCH_BACKEND,
@@ -235,7 +235,7 @@ def validate_repository(repository: str | Path, *, backend: str | None = LIBTORC
     repository = Path(repository)
     card_path = repository / CARD_FILENAME
     if not card_path.is_file():
-        raise ConfigError(f"{repository}: {CARD_FILENAME} is missing")
+        raise TritonConfigError(f"{repository}: {CARD_FILENAME} is missing")
     card = ModelCard.load(card_path)
     specs = expected_specs(card)
     configs: dict[str, mc.ModelConfig] = {}
@@ -243,23 +243,23 @@ def validate_repository(repository: str | Path, *, backend: str | None = LIBTORC
         config = parse_config(path.read_text(), str(path))
         model_name = path.parent.name
         if model_name not in specs:
-            raise ConfigError(f"{path}: unexpected model {model_name!r} (expected {sorted(specs)})")
+            raise TritonConfigError(f"{path}: unexpected model {model_name!r} (expected {sorted(specs)})")
         check_config(config, specs[model_name], backend=backend, source=str(path))
         versions = [p for p in path.parent.iterdir() if p.is_dir() and p.name.isdigit()]
         if not versions:
-            raise ConfigError(f"{path.parent}: no numeric version directory")
+            raise TritonConfigError(f"{path.parent}: no numeric version directory")
         for version in versions:
             if not (version / MODEL_FILENAME).is_file():
-                raise ConfigError(f"{version}: {MODEL_FILENAME} is missing")
+                raise TritonConfigError(f"{version}: {MODEL_FILENAME} is missing")
         gpu_check = require_gpu_trunk if require_gpu_trunk is not None else backend == LIBTORCH_BACKEND
         if gpu_check and model_name == TRUNK_MODEL:
             kinds = {mc.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group}
             if kinds != {"KIND_GPU"}:
-                raise ConfigError(f"{path}: the production trunk must run on KIND_GPU, got {sorted(kinds) or 'default'}")
+                raise TritonConfigError(f"{path}: the production trunk must run on KIND_GPU, got {sorted(kinds) or 'default'}")
         configs[model_name] = config
     missing = sorted(set(specs) - set(configs))
     if missing:
-        raise ConfigError(f"{repository}: missing models {missing}")
+        raise TritonConfigError(f"{repository}: missing models {missing}")
     return configs
 
 
@@ -272,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for repository in args.repository:
         try:
             configs = validate_repository(repository, backend=None if args.backend == "any" else args.backend)
-        except ConfigError as err:
+        except TritonConfigError as err:
             print(f"FAIL {err}", file=sys.stderr)
             status = 1
         else:
