@@ -19,6 +19,9 @@ from training.dataset import load_training_data
 from training.evaluate import predict
 from training.metrics import pearson
 
+# Training both models takes ~6-8 minutes on 2 cores (the session fixture runs inside the first test).
+pytestmark = pytest.mark.timeout(2400)
+
 GC_TRACK_TARGET = ("K562", "GATA1", "lab-A")  # AT-rich motif measured by the GC-biased lab
 AUROC_TOLERANCE = 0.01                          # the paper: MFD's AUROC matches the baseline's (converged run)
 CI_AUROC_TOLERANCE = 0.1                        # after the CI's 15 epochs MFD is still catching up (measured 0.06)
