@@ -28,7 +28,6 @@ from mfd_common.codec import GroupLayout, Variable
 
 from .mapping import MappingError, load_mapping, parse_mapping
 from .model import ModelConfig
-from .penalty import PENALTY_KINDS
 
 
 class ConfigError(ValueError):
@@ -182,8 +181,6 @@ class Config(_Strict):
         source = str(self.resolve(str(self.metadata["mapping"]))) if set(self.metadata) == {"mapping"} else "config: metadata"
         return parse_mapping(self.mapping(), source)
 
-    to_codec_spec = codec_spec
-
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
         data["model"] = asdict(self.model)
@@ -216,7 +213,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError("penalty.kind", "must be none for model.head_kind: baseline (it has no split latent)")
     if cfg.train.batch_size < 2 and cfg.penalty.kind != "none":
         raise ConfigError("train.batch_size", "must be >= 2 for an independence penalty (it needs batch statistics)")
-    assert cfg.penalty.kind in PENALTY_KINDS
 
 
 def _validate_store(cfg: Config) -> None:
