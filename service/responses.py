@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 
 from .conditions import ResolvedCondition
@@ -27,13 +28,24 @@ class Prediction:
 
 
 def dumps(payload: Any) -> bytes:
-    """Compact JSON (numpy arrays allowed): the one serialiser of every JSON body the service sends."""
+    """Compact JSON through orjson, for payloads built by `predict_payload` (which checked every number is finite:
+    orjson would write NaN/Infinity as `null`, silently changing a result, where RFC 8259 has no such numbers)."""
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def require_finite(scores: Scores, *, with_features: bool) -> None:
+    """Refuse (as a server error) to answer with a non-finite score rather than let JSON encoding hide it."""
+    arrays = [scores.probability, scores.logit, scores.logit_bio, scores.logit_tech, scores.bias]
+    if with_features and scores.features is not None:
+        arrays.append(scores.features)
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise ArithmeticError("the model produced non-finite scores")
 
 
 def predict_payload(prediction: Prediction, *, model: str, backend: str, biological_only: bool,
                     reverse_complement: bool, return_features: bool = False) -> dict[str, Any]:
     s = prediction.scores
+    require_finite(s, with_features=return_features)
     resolved = prediction.conditions
     columns = [(k, c.track, b) for k, c, b in zip(range(len(resolved)), resolved, s.bias.tolist())]
     rows = zip(s.probability.tolist(), s.logit.tolist(), s.logit_bio.tolist(), s.logit_tech.tolist())

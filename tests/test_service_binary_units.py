@@ -198,3 +198,19 @@ def test_cuda_device_without_a_gpu_fails_at_start_with_a_clear_message(exported_
     with pytest.raises(RuntimeError, match="MFD_DEVICE=cuda but torch sees no CUDA device"):
         asyncio.run(backend.start())
     asyncio.run(backend.close())
+
+
+def test_predict_payload_refuses_non_finite_scores_instead_of_writing_null():
+    """orjson writes NaN as null; the payload builder must refuse first, so a broken model is a 500, not data."""
+    from service.responses import Prediction, predict_payload
+    from service.scoring import Scores
+
+    good = np.zeros((1, 1), np.float32)
+    bad = np.array([[np.nan]], np.float32)
+    for field in ("probability", "logit", "logit_bio", "logit_tech"):
+        arrays = {name: good for name in ("probability", "logit", "logit_bio", "logit_tech")}
+        arrays[field] = bad
+        scores = Scores(**arrays, bias=np.zeros(1, np.float32))
+        with pytest.raises(ArithmeticError, match="non-finite"):
+            predict_payload(Prediction([], ["w0"], None, scores), model="m", backend="b", biological_only=False,
+                            reverse_complement=False)
