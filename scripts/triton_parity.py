@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -33,7 +32,8 @@ async def compare(triton_url: str, repository_path: Path, windows: int, atol: fl
     """Max absolute difference per output between Triton and the embedded backend; raises if above `atol`."""
     repository = load_repository(repository_path)
     base = Settings(model_repository=repository_path, triton_startup_timeout_s=60.0)
-    triton = TritonBackend(dataclasses.replace(base, backend="triton", triton_url=triton_url), repository)
+    triton = TritonBackend(Settings.model_validate({**base.model_dump(), "backend": "triton", "triton_url": triton_url}),
+                           repository)
     embedded = EmbeddedBackend(base, repository)
     tokens = np.random.default_rng(seed).integers(0, 5, size=(windows, repository.card.seq_len), dtype=np.uint8)
     codes = repository.codec.encode_many([t.metadata for t in repository.card.tracks])

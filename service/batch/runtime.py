@@ -11,7 +11,7 @@ import argparse
 import contextlib
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
 
