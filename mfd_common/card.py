@@ -40,8 +40,8 @@ class Track:
 
 # How a condition that is not a trained track gets its bias (MFD has a free bias per trained track only).
 BIAS_RULE_DOCS = {
-    "nearest_tracks_mean": "mean bias of the trained tracks that agree with the condition on the most metadata "
-                           "variables (an exact match gets that track's bias)",
+    "nearest_tracks_mean": "mean bias of the trained tracks that agree with the condition on the most categorical "
+                           "metadata variables (an exact match gets that track's bias)",
 }
 
 

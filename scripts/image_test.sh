@@ -87,7 +87,7 @@ assert urllib.request.urlopen(base + '/livez', timeout=5).status == 200
 meta = json.load(urllib.request.urlopen(base + '/metadata', timeout=5))
 print('model', meta['model'], 'backend', meta['backend'], 'seq_len', meta['seq_len'])
 assert meta['backend'] == 'embedded'
-body = json.dumps({'sequences': ['ACGT' * (meta['seq_len'] // 4)], 'conditions': [{}]}).encode()
+body = json.dumps({'sequences': [('ACGT' * (meta['seq_len'] // 4 + 1))[:meta['seq_len']]], 'conditions': [{}]}).encode()
 req = urllib.request.Request(base + '/predict', data=body, headers={'content-type': 'application/json'})
 out = json.load(urllib.request.urlopen(req, timeout=60))
 p = out['results'][0]['scores'][0]['probability']

@@ -100,8 +100,9 @@ def test_logits_are_bio_plus_tech_plus_track_bias_and_never_measured_bias_rule()
     conditions = [ROWS[2], dict(ROWS[0], lab="lab-C"), {"lab": "lab-B"}, dict(ROWS[0], release_year=2016)]
     codes = torch.tensor(codec.encode_many(conditions))
     bias = condition_bias(codes, model.track_codes, model.bias.detach(), model.variable_starts, model.variable_ends)
-    # exact match → that track's bias; 6 of 7 variables agree with track 1 only → its bias; lab-B alone matches
-    # tracks 2 and 4 on one variable → their mean; ENCFF001 with another year still agrees best with track 1
+    # exact match → that track's bias; 6 of 7 categorical variables agree with track 1 only → its bias; lab-B
+    # alone matches tracks 2 and 4 → their mean (the left-out `replicates` takes its mean code, 0, which equals the
+    # code of tracks 1 and 3 — numbers do not count, or they would join); ENCFF001 with another year → track 1
     assert bias.tolist() == pytest.approx([3.0, 1.0, (-2.0 + 0.5) / 2, 1.0])
 
 

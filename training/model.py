@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mfd_common.codec import MetadataCodec, Variable
+from mfd_common.codec import LABELLED_TYPES, MetadataCodec, Variable
 
 POOL_LAYERS = 7                       # stem pool + six tower pools: one output position per 128 bp
 BIAS_RULES = ("nearest_tracks_mean",)
@@ -295,9 +295,11 @@ def condition_bias(codes: torch.Tensor, track_codes: torch.Tensor, bias: torch.T
     """Bias for arbitrary conditions by the `nearest_tracks_mean` rule: [K, W] → [K].
 
     The reference has a free bias per trained track and none for a never-measured combination. Our documented
-    rule: count, per trained track, the metadata variables whose codes equal the condition's; take the tracks
-    with the highest count and average their biases. A condition equal to one trained track's metadata gets
-    that track's bias (several identical tracks: their mean); a variable the request left out matches none.
+    rule: count, per trained track, the categorical metadata variables (`category`, `date.year`; the spans given)
+    whose codes equal the condition's; take the tracks with the highest count and average their biases. A
+    condition equal to one trained track's labels gets that track's bias (several identical tracks: their mean).
+    Numbers do not count: a left-out number takes the mean code, which would "agree" with every track whose value
+    is the mean. A left-out category takes fractional mean codes, which agree with no single track.
     """
     agree = torch.zeros(codes.shape[0], track_codes.shape[0], dtype=codes.dtype, device=codes.device)
     for i in range(len(starts)):
@@ -340,8 +342,9 @@ class MFDModel(nn.Module):
         if track_codes is None:
             track_codes = torch.zeros(n_tracks, codec.width)
         self.register_buffer("track_codes", torch.as_tensor(track_codes, dtype=torch.float32).clone())
-        self.variable_starts: List[int] = [codec.offsets[v.name][0] for v in codec.variables]
-        self.variable_ends: List[int] = [codec.offsets[v.name][1] for v in codec.variables]
+        labelled = [v for v in codec.variables if v.type in LABELLED_TYPES]  # what the bias rule compares
+        self.variable_starts: List[int] = [codec.offsets[v.name][0] for v in labelled]
+        self.variable_ends: List[int] = [codec.offsets[v.name][1] for v in labelled]
 
     def trunk_features(self, tokens: torch.Tensor) -> torch.Tensor:
         """Latent vector before the feature BatchNorm: [N, 2C]."""
