@@ -61,7 +61,8 @@ class MFDService:
     @bentoml.on_shutdown
     async def _stop(self) -> None:
         if self.grpc_server is not None:
-            await self.grpc_server.stop(grace=2)
+            # As long as HTTP's drain: in-flight RPCs get the request deadline to finish (returns at once when idle).
+            await self.grpc_server.stop(grace=self.settings.request_timeout_s)
         await self.engine.close()
 
     async def __is_ready__(self) -> bool:
