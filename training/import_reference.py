@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mfd_common.card import ModelCard, Track, sha256_file
+from mfd_common.card import CARD_FILENAME, ModelCard, Track, sha256_file
 from mfd_common.codec import GROUPS, MetadataCodec, MetadataError
 
 from .checkpoint import save_checkpoint
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReferenceImportError as err:
         print(f"import failed: {err}", file=sys.stderr)
         return 1
-    card = ModelCard.load(out / "model_card.json")
+    card = ModelCard.load(out / CARD_FILENAME)
     print(f"imported {card.model_name!r}: {len(card.tracks)} tracks, window {card.seq_len} bases, "
           f"d_tech={card.d_tech} d_bio={card.d_bio} → {out} (serve with MFD_MODEL_REPOSITORY={out})")
     return 0

@@ -35,7 +35,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from mfd_common.card import ModelCard, Track
+from mfd_common.card import CARD_FILENAME, ModelCard, Track
 from mfd_common.codec import MetadataCodec, MetadataError, is_missing
 
 from .checkpoint import (TRAIN_STATE_FILENAME, WEIGHTS_FILENAME, load_checkpoint, load_train_state, save_checkpoint,
@@ -370,7 +370,7 @@ def evaluate_kept_checkpoint(out: Path, data: DataSource, cfg: Config, device: t
     kept, card = load_checkpoint(out)
     kept.to(device)
     card.metrics = {**card.metrics, "test": evaluate_split(kept, data, "test", cfg, device)}
-    card.save(out / "model_card.json")
+    card.save(out / CARD_FILENAME)
     return card.metrics
 
 
