@@ -106,14 +106,14 @@ def test_augmentation_reverse_complements_tokens_keeps_labels_and_shifts(tmp_pat
     index = list(range(len(windows)))
     tokens, labels = plain.__getitems__(index)
     assert tokens.dtype.__str__() == "torch.uint8" and tokens.shape == (len(windows), L)
-    rc_only = WindowDataset(windows, L, AugmentConfig(reverse_complement=True, max_shift=0), seed=0)
+    rc_only = WindowDataset(windows, L, AugmentConfig(reverse_complement=True, max_shift=0, per="window"), seed=0)
     rc_tokens, rc_labels = rc_only.__getitems__(index)
     assert rc_labels.tolist() == labels.tolist()
     flipped = [i for i in index if not np.array_equal(rc_tokens[i].numpy(), tokens[i].numpy())]
     assert 0 < len(flipped) < len(index)
     for i in flipped:
         assert np.array_equal(rc_tokens[i].numpy(), reverse_complement(tokens[i].numpy()))
-    shift_only = WindowDataset(windows, L, AugmentConfig(reverse_complement=False, max_shift=3), seed=0)
+    shift_only = WindowDataset(windows, L, AugmentConfig(reverse_complement=False, max_shift=3, per="window"), seed=0)
     sh_tokens, sh_labels = shift_only.__getitems__(index)
     assert sh_labels.tolist() == labels.tolist()
     for i in index:
@@ -126,6 +126,31 @@ def test_augmentation_reverse_complements_tokens_keeps_labels_and_shifts(tmp_pat
     assert np.array_equal(again.numpy(), sh_tokens.numpy())
     shift_only.set_epoch(1)
     assert not np.array_equal(shift_only.__getitems__(index)[0].numpy(), sh_tokens.numpy())
+
+
+def test_reference_augmentation_draws_one_shift_and_one_strand_per_batch(tmp_path):
+    """The authors' dataset is indexed by a BatchSampler's whole index list: one draw serves the batch."""
+    seq = random_seq(40 * BIN, seed=2)
+    genome = Genome(write_fasta(tmp_path / "g.fa", {"c": seq}))
+    peaks = [{"c": np.array([[20 * BIN, 20 * BIN + 50]])}]
+    windows = build_windows(genome, ["c"], peaks, seq_len=L, bin_size=BIN, max_shift=3, max_n_fraction=0.0)
+    index = list(range(len(windows)))
+    plain, _ = WindowDataset(windows, L).__getitems__(index)
+    per_batch = WindowDataset(windows, L, AugmentConfig(), seed=0)   # the default: per batch
+    kinds = set()
+    for epoch in range(12):
+        per_batch.set_epoch(epoch)
+        tokens, _ = per_batch.__getitems__(index)
+        found = set()
+        for i in index:
+            a, b = plain[i].numpy(), tokens[i].numpy()
+            for flip in (False, True):
+                c = reverse_complement(b) if flip else b
+                found |= {(flip, s) for s in range(-3, 4) if np.array_equal(c[3:-3], a[3 + s:L - 3 + s])}
+        assert len(found) == 1, (epoch, found)   # every window of the batch: the same strand and shift
+        kinds |= found
+    assert {flip for flip, _ in kinds} == {False, True}   # both strands and several shifts over the epochs
+    assert len({shift for _, shift in kinds}) > 2
 
 
 def test_load_training_data_from_demo_and_clear_errors(tiny_demo_dir, tmp_path):

@@ -143,7 +143,8 @@ def test_store_dataset_windows_labels_augmentation_and_workers(tmp_path, genome_
     for b in (0, 7, 19):   # chr9's bins: the central 128 bp are the bin, the flanks read N off the ends
         row = store.chrom_bins("chr9")[0] + b
         assert decode(tokens[row].numpy()) == padded[4000 + b * BIN - flank:4000 + b * BIN - flank + WINDOW]
-    augmented = StoreWindowDataset(tmp_path / "s", gdir, bins, WINDOW, max_shift=3, reverse_complement=True, seed=5)
+    augmented = StoreWindowDataset(tmp_path / "s", gdir, bins, WINDOW, max_shift=3, reverse_complement=True,
+                                   augment_per_batch=False, seed=5)
     aug_tokens, aug_labels = augmented.__getitems__(list(range(len(bins))))
     assert np.array_equal(aug_labels.numpy(), labels.numpy())
     kinds = set()
@@ -158,6 +159,18 @@ def test_store_dataset_windows_labels_augmentation_and_workers(tmp_path, genome_
         else:
             raise AssertionError(f"window {i} is not a shifted / reverse-complemented copy")
     assert {k[0] for k in kinds} == {False, True} and any(k[1] for k in kinds)
+    # the reference's default: one shift and one strand for the whole batch
+    per_batch = StoreWindowDataset(tmp_path / "s", gdir, bins, WINDOW, max_shift=3, reverse_complement=True, seed=5)
+    batch_kinds = set()
+    for epoch in range(8):
+        per_batch.set_epoch(epoch)
+        batch_tokens = per_batch.__getitems__(list(range(len(bins))))[0].numpy()
+        found = {(flip, s) for i in range(len(bins)) for flip in (False, True) for s in range(-3, 4)
+                 if np.array_equal((reverse_complement(batch_tokens[i]) if flip else batch_tokens[i])[3:-3],
+                                   tokens[i].numpy()[3 + s:WINDOW - 3 + s])}
+        assert len(found) == 1, (epoch, found)
+        batch_kinds |= found
+    assert {flip for flip, _ in batch_kinds} == {False, True}
     # two DataLoader workers serve exactly the batches the main process computes for the same indices
     loader = make_loader(augmented, batch_size=16, shuffle=False, num_workers=2, drop_last=False)
     served = torch.cat([t for t, _ in loader])

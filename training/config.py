@@ -58,6 +58,9 @@ class SplitConfig(_Strict):
 class AugmentConfig(_Strict):
     reverse_complement: StrictBool = True   # the reference: random reverse complement, p = 0.5
     max_shift: int = Field(3, ge=0)   # the reference: random shift of ±3 bases
+    # the reference draws one shift and one strand per batch (its dataset is indexed by a BatchSampler's whole
+    # index list); `window` draws them per window (ours, an option)
+    per: Literal["batch", "window"] = "batch"
 
 
 PAPER_UNIVERSE: dict[str, Any] = {"min_overlap": 64, "min_coverage": 2, "val_fraction": 0.05, "val_blocks": 10,

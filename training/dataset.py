@@ -20,6 +20,7 @@ import torch
 from mfd_common.codec import MetadataCodec, MetadataError
 from mfd_common.tokens import N_CODE, reverse_complement
 
+from .augment import draw_augmentation
 from .config import AugmentConfig, Config, ConfigError
 from .genome import Genome
 from .peaks import bin_overlaps, read_peaks
@@ -162,10 +163,9 @@ class WindowDataset(torch.utils.data.Dataset):
         flip = np.zeros(len(index), dtype=bool)
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, int(index[0]) if len(index) else 0, len(index)])
-            if self.augment.max_shift:
-                starts = starts + rng.integers(-self.augment.max_shift, self.augment.max_shift + 1, len(index))
-            if self.augment.reverse_complement:
-                flip = rng.random(len(index)) < 0.5
+            shift, flip = draw_augmentation(rng, len(index), self.augment.max_shift, self.augment.reverse_complement,
+                                            self.augment.per == "batch")
+            starts = starts + shift
         tokens = self.windows.tokens[starts[:, None] + self._arange]
         if flip.any():
             tokens[flip] = reverse_complement(tokens[flip])

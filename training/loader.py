@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from mfd_common.tokens import reverse_complement
 
+from .augment import draw_augmentation
 from .genome import GenomeError, TokenGenome
 from .labels import LabelStore
 
@@ -28,17 +29,19 @@ class StoreWindowDataset(torch.utils.data.Dataset):
     """Yields (uint8 tokens [window_bases], labels [K]) for the global bins `bins` of a label store.
 
     Augmentation (training only): a uniform shift in [-max_shift, max_shift] bases and a reverse complement with
-    probability 0.5, seeded by (seed, epoch, batch) so a run is reproducible for any number of workers.
+    probability 0.5, drawn once per batch (the reference) or per window, seeded by (seed, epoch, batch) so a run is
+    reproducible for any number of workers.
     """
 
     def __init__(self, store_dir: str | Path, genome_dir: str | Path, bins: np.ndarray, window_bases: int, *,
-                 max_shift: int = 0, reverse_complement: bool = False, seed: int = 0,
-                 label_dtype: Any = np.float32, tracks: np.ndarray | None = None):
+                 max_shift: int = 0, reverse_complement: bool = False, augment_per_batch: bool = True,
+                 seed: int = 0, label_dtype: Any = np.float32, tracks: np.ndarray | None = None):
         self.store_dir, self.genome_dir = Path(store_dir), Path(genome_dir)
         self.bins = np.asarray(bins, dtype=np.int64)
         self.window_bases = int(window_bases)
         self.max_shift = int(max_shift)
         self.reverse_complement = bool(reverse_complement)
+        self.augment_per_batch = bool(augment_per_batch)
         self.seed = seed
         self.epoch = 0
         self.label_dtype = label_dtype
@@ -105,10 +108,9 @@ class StoreWindowDataset(torch.utils.data.Dataset):
         flip = None
         if augment and (self.max_shift or self.reverse_complement):
             rng = np.random.default_rng([self.seed, self.epoch, int(index[0]) if len(index) else 0, len(index)])
-            if self.max_shift:
-                starts = starts + rng.integers(-self.max_shift, self.max_shift + 1, len(index))
-            if self.reverse_complement:
-                flip = rng.random(len(index)) < 0.5
+            shift, flip = draw_augmentation(rng, len(index), self.max_shift, self.reverse_complement,
+                                            self.augment_per_batch)
+            starts = starts + shift
         tokens = self._windows[starts]      # one gather: [n, window_bases] copied out of the memory map
         if flip is not None and flip.any():
             tokens[flip] = reverse_complement(tokens[flip])

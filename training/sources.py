@@ -131,7 +131,7 @@ class StoreSource(DataSource):
         augment = cfg.data.augment
         self._train = (StoreWindowDataset(self.store.labels_dir, self.store.genome_dir, self.bins["train"], window,
                                           max_shift=augment.max_shift, reverse_complement=augment.reverse_complement,
-                                          seed=cfg.seed) if "train" in self.bins else None)
+                                          augment_per_batch=augment.per == "batch", seed=cfg.seed) if "train" in self.bins else None)
 
     def split_sizes(self) -> dict[str, int]:
         return {name: len(b) for name, b in self.bins.items()}

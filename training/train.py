@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import random
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,7 @@ from .penalty import IndependencePenalty, covariance_penalty
 from .sources import DataSource, load_source
 
 HISTORY_FILENAME = "history.jsonl"
+VALIDATION_ORDER_SEED = 0   # the fixed random order of validation batches (see validation_loss)
 
 
 # ---- setup ------------------------------------------------------------------------------------------------
@@ -77,6 +79,7 @@ def setup_runtime(device_pref: str, threads: int | None = None) -> Runtime:
     use_cuda = device_pref.startswith("cuda") or (device_pref == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
         raise ConfigError("train.device", "cuda requested but no CUDA device is available")
+    use_deterministic_algorithms(use_cuda)
     if world > 1:
         dist.init_process_group("nccl" if use_cuda else "gloo")
         rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
@@ -95,8 +98,26 @@ def setup_runtime(device_pref: str, threads: int | None = None) -> Runtime:
 
 
 def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
+    """Seed every generator a run draws from (python, numpy's global, torch's CPU and CUDA generators).
+
+    Our own draws use explicit generators seeded from (seed, epoch, batch); this covers library code that uses the
+    global ones (parameter initialisation, DistributedSampler, dropout).
+    """
+    random.seed(seed)
     np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def use_deterministic_algorithms(use_cuda: bool) -> None:
+    """Ask torch for its deterministic kernels where it has them (warn, don't fail, where it has none).
+
+    On CPU this makes a run repeat bit for bit on the same machine and thread count; across CPUs (other SIMD
+    paths) and thread counts (other reduction orders) results still differ in the last bits, which 15 epochs of
+    training amplify: see docs/reproducibility.md. cuBLAS needs a fixed workspace for deterministic GEMMs.
+    """
+    if use_cuda:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 # ---- pieces of the step -----------------------------------------------------------------------------------
@@ -190,11 +211,16 @@ def evaluate_split(model: MFDModel, data: DataSource, split: str, cfg: Config, d
 
 
 def validation_loss(pred: dict[str, np.ndarray], d_tech: int, cfg: Config) -> float:
-    """The reference's `val/loss`: forward-strand BCE + coeff_cov · covariance norm, averaged over batches."""
+    """The reference's `val/loss`: forward-strand BCE + coeff_cov · covariance norm, averaged over batches.
+
+    The covariance norm is taken on batches in a fixed random order, as the reference's validation loader samples
+    them: batches of neighbouring windows (genome order) share sequence and would overstate the covariance.
+    """
     logits, labels, f = (torch.as_tensor(pred[k], dtype=torch.float32) for k in ("logits_fwd", "labels", "features"))
     bce = float(F.binary_cross_entropy_with_logits(logits, labels))
     if cfg.model.head_kind == "baseline" or cfg.penalty.kind == "none":
         return bce
+    f = f[torch.from_numpy(np.random.default_rng(VALIDATION_ORDER_SEED).permutation(len(f)))]
     size = cfg.train.batch_size
     norms = [float(covariance_penalty(f[i:i + size, d_tech:], f[i:i + size, :d_tech], cfg.penalty.norm == "frobenius"))
              for i in range(0, len(f), size) if len(f[i:i + size]) > 1]
