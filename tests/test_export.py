@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -260,6 +261,7 @@ def test_cli_export_keeps_other_files_and_replaces_models(tiny_checkpoint, tmp_p
                            "--rc-average", "--max-batch-size", "64"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "reverse_complement_average=True" in proc.stdout
+    assert "TritonCompatWarning" not in proc.stderr  # the configured Triton release loads what torch 2.13 writes
     assert (out / "README.md").read_text() == "kept\n"
     assert not (out / TRUNK_MODEL / "7").exists()
     assert not list(out.glob(".export-*"))
@@ -268,3 +270,17 @@ def test_cli_export_keeps_other_files_and_replaces_models(tiny_checkpoint, tmp_p
     assert max(configs[TRUNK_MODEL].dynamic_batching.preferred_batch_size) <= 64
     card = json.loads((out / CARD_FILENAME).read_text())
     assert card["reverse_complement_average"] is True
+
+
+def test_export_warns_when_the_triton_release_carries_an_older_libtorch(tiny_checkpoint, tmp_path):
+    from training.export import TritonCompatWarning, export_repository, warn_if_triton_too_old
+
+    with pytest.warns(TritonCompatWarning, match=r"libtorch 2\.13\.0a0, older than the exporting torch 2\.13\.0"):
+        warn_if_triton_too_old("2.13.0", "26.07")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_if_triton_too_old("2.13.0", "26.08") is None
+    with pytest.warns(TritonCompatWarning, match="export inside nvcr.io/nvidia/pytorch:25.10-py3"):
+        export_repository(tiny_checkpoint, tmp_path / "repo", triton_tag="25.10", parity_windows=1)
+    card = ModelCard.load(tmp_path / "repo" / CARD_FILENAME)
+    assert card.versions["torch"] == torch.__version__.split("+")[0]  # the exporting torch, in the card

@@ -25,6 +25,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from mfd_common.card import CARD_FILENAME, HEAD_MODEL, TRUNK_MODEL, ModelCard, sha256_file, verify_checksums
+from mfd_common import triton_compat
 from mfd_common.tokens import reverse_complement
 
 from . import triton_config
@@ -50,6 +52,19 @@ class ExportError(RuntimeError):
 
 class ExportParityError(ExportError):
     """The exported TorchScript disagrees with the eager model."""
+
+
+class TritonCompatWarning(UserWarning):
+    """The Triton release the deployment uses carries a libtorch older than the torch exporting now."""
+
+
+def warn_if_triton_too_old(exporting_torch: str, triton_tag: str | None = None) -> str | None:
+    """Warn (and return the reason) when Triton `triton_tag` (default: the tag configured in
+    k8s/components/triton) may not load TorchScript written by `exporting_torch` (mfd_common.triton_compat)."""
+    reason = triton_compat.incompatibility(exporting_torch, triton_tag)
+    if reason:
+        warnings.warn(reason, TritonCompatWarning, stacklevel=2)
+    return reason
 
 
 class ExportedTrunk(nn.Module):
@@ -197,8 +212,12 @@ def export_repository(checkpoint_dir: str | Path, out_dir: str | Path, *, revers
                       head_max_batch_size: int = triton_config.DEFAULT_HEAD_MAX_BATCH,
                       preferred_batch_sizes: Sequence[int] | None = None,
                       max_queue_delay_us: int = triton_config.DEFAULT_QUEUE_DELAY_US,
-                      trunk_instance_kind: str = "KIND_GPU", parity_windows: int = 4) -> Path:
+                      trunk_instance_kind: str = "KIND_GPU", parity_windows: int = 4,
+                      triton_tag: str | None = None) -> Path:
     """Export a checkpoint into a Triton model repository at `out_dir`; return `out_dir`.
+
+    The card records the exporting torch (`versions.torch`); a TritonCompatWarning says when the Triton release
+    `triton_tag` (default: the one set in k8s/components/triton/kustomization.yaml) carries an older libtorch.
 
     Raises FileNotFoundError / ValueError from `load_checkpoint` for a missing or corrupt checkpoint,
     ExportError for a model that cannot be served (baseline head) and ExportParityError on mismatch.
@@ -213,6 +232,7 @@ def export_repository(checkpoint_dir: str | Path, out_dir: str | Path, *, revers
         raise ExportError(f"{checkpoint_dir}: head_kind={model.cfg.head_kind!r}; only metadata-conditioned "
                           "('mfd') models can be served (a baseline head has no condition input)")
     model.eval()
+    warn_if_triton_too_old(_versions()["torch"], triton_tag)
     codec = card.metadata_codec()
     source_checksums = dict(card.checksums)
 
@@ -279,13 +299,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preferred-batch-sizes", type=int, nargs="*", default=None)
     parser.add_argument("--max-queue-delay-us", type=int, default=triton_config.DEFAULT_QUEUE_DELAY_US)
     parser.add_argument("--trunk-instance-kind", choices=["KIND_GPU", "KIND_CPU"], default="KIND_GPU")
+    parser.add_argument("--triton-tag", default=None,
+                        help="NGC tritonserver release to check the exporting torch against (default: the tag in "
+                             "k8s/components/triton/kustomization.yaml)")
     args = parser.parse_args(argv)
     try:
         out = export_repository(args.checkpoint, args.out, reverse_complement_average=args.reverse_complement_average,
                                 max_batch_size=args.max_batch_size, head_max_batch_size=args.head_max_batch_size,
                                 preferred_batch_sizes=args.preferred_batch_sizes,
                                 max_queue_delay_us=args.max_queue_delay_us,
-                                trunk_instance_kind=args.trunk_instance_kind)
+                                trunk_instance_kind=args.trunk_instance_kind, triton_tag=args.triton_tag)
     except (ExportError, FileNotFoundError, ValueError) as err:
         print(f"export failed: {err}", file=sys.stderr)
         return 1
