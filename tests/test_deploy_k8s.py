@@ -86,7 +86,8 @@ def test_crd_schemas_reject_unknown_fields_and_bad_values(rendered):
     monitor["spec"]["endpoints"][0]["interval"] = "15 seconds"         # not a Prometheus duration
     assert crd_errors(monitor)
     rule = copy.deepcopy(by_kind(rendered["prod"], "PrometheusRule")["mfd-serve"])
-    rule["spec"]["groups"][2]["rules"][0]["labels"]["severity"] = 3    # label values are strings
+    [alerts] = [g for g in rule["spec"]["groups"] if g["name"] == "mfd-serve.alerts"]
+    alerts["rules"][0]["labels"]["severity"] = 3                       # label values are strings
     assert crd_errors(rule)
     rule = copy.deepcopy(by_kind(rendered["prod"], "PrometheusRule")["mfd-serve"])
     rule["spec"]["groups"][0]["rulez"] = []
@@ -233,7 +234,7 @@ def test_hpas_target_real_deployments_with_metrics_the_adapter_serves(rendered):
         for metric in hpa["spec"]["metrics"]:
             if metric["type"] == "Pods":
                 custom.add(metric["pods"]["metric"]["name"])
-    assert custom == {"mfd_inflight_requests", "triton_queue_time_per_request_us"}
+    assert custom == {"mfd_inflight_requests", "triton_trunk_queue_time_per_request_us"}
     assert custom <= served
 
 

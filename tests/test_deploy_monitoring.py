@@ -94,6 +94,8 @@ def test_every_alert_is_unit_tested_firing():
     ("MFDServiceDown", "for: 2m", "for: 20m"),
     ("TritonAbsent", "for: 5m", "for: 30m"),
     ("MFDContainerOOMKilled", 'reason="OOMKilled"', 'reason="Error"'),
+    ("TritonGPUSaturated", "> 0.9", "> 0.99"),
+    ("TritonGPUMemoryHigh", "> 0.92", "> 0.99"),
 ])
 def test_unit_tests_catch_a_changed_alert(tmp_path, alert, old, new):
     """promtool's unit tests really evaluate the alerts: a changed threshold or `for` makes them fail."""
@@ -356,8 +358,8 @@ def test_rules_evaluate_cleanly_and_record_series(stack):
     assert bad == []
     empty_ok = {"mfd:server_error_ratio:5m",     # only 4xx errors were sent; they are not server errors
                 "mfd:overload_ratio:5m",         # nothing was shed
-                "triton:gpu_memory_used_ratio",  # no GPU
-                "triton:gpu_utilization:avg"}
+                "dcgm:gpu_util:percent", "dcgm:fb_used:mib", "dcgm:fb_free:mib",  # no GPU, no dcgm-exporter
+                "mfd:gpu_utilization:ratio", "mfd:gpu_utilization:avg", "mfd:gpu_memory_used:ratio"}
     for rule in all_rules():
         if "record" in rule and rule["record"] not in empty_ok:
             result = stack.prometheus.result(rule["record"])
