@@ -8,9 +8,13 @@ per ready pod), one client is kept per address, and calls rotate over them. Name
 `RESOLVE_EVERY_S`, so pods added by the HPA get traffic within seconds; gRPC's own `dns:///` resolver with
 `round_robin` would spread calls too, but re-resolves only when a connection breaks, so it never sees scale-out.
 
-A call that fails to reach a pod (connection refused, reset, pod gone) is retried once on each other pod and the
-failed address is skipped until the next resolution; errors the server returns for the request itself
-(invalid argument etc.) are not retried.
+Retries. A call that could not reach its pod (connection refused or reset, gRPC UNAVAILABLE, HTTP 503: the
+request was not processed) is retried on the next pod, and that address goes to the back of the rotation until
+the next resolution. Nothing else is retried: not a request error (INVALID_ARGUMENT), and above all not a
+timeout (DEADLINE_EXCEEDED, CANCELLED, a socket timeout): the pod may still be computing it, and under GPU
+saturation re-sending a timed-out batch to every other pod multiplies the very load that made it slow. Retries
+also draw on a token bucket (`RetryBudget`): each call earns `ratio` of a token and each retry spends one, so
+retries stay below ~`ratio` of the calls (10 % by default, plus a small reserve) even when every pod refuses.
 """
 from __future__ import annotations
 
@@ -26,8 +30,11 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between DNS resolutions of the targets (a new Triton pod gets traffic within this delay).
 RESOLVE_EVERY_S = 10.0
-#: Status codes (gRPC) / exception types meaning "this pod could not be reached", worth another pod.
-UNREACHABLE_STATUS = ("StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "StatusCode.DEADLINE_EXCEEDED")
+#: Statuses meaning "this pod did not take the request", worth another pod (gRPC, and HTTP's equivalent).
+UNREACHABLE_STATUS = ("StatusCode.UNAVAILABLE", "503")
+#: Retries allowed per call, as a share of calls (token bucket refill), and the bucket's size (its reserve).
+RETRY_RATIO = 0.1
+RETRY_RESERVE = 10.0
 
 T = TypeVar("T")
 
@@ -52,12 +59,40 @@ def format_address(host: str, port: int) -> str:
 
 
 def is_unreachable(exc: BaseException) -> bool:
-    """True for failures to reach a pod (retry elsewhere), False for the server refusing this request."""
+    """True when the pod never took the request (retry elsewhere); False for the server refusing or failing this
+    request, and for timeouts (the pod may still be working on it: never re-send)."""
     status = getattr(exc, "status", None)
     if callable(status):  # tritonclient's InferenceServerException carries the gRPC/HTTP status
-        code = status()
-        return code is None or str(code) in UNREACHABLE_STATUS or str(code).startswith(("502", "503", "504"))
-    return True  # aiohttp / OS connection errors, timeouts
+        return str(status()) in UNREACHABLE_STATUS
+    if isinstance(exc, TimeoutError):  # asyncio/socket timeouts are OSErrors too: checked first
+        return False
+    return isinstance(exc, (ConnectionError, OSError)) or type(exc).__name__ in (
+        "ClientConnectorError", "ServerDisconnectedError", "ClientOSError")
+
+
+class RetryBudget:
+    """Token bucket for retries: each call adds `ratio` tokens (up to `reserve`), each retry takes one.
+
+    Over any stretch of calls, retries <= ratio x calls + reserve: a fleet-wide outage costs ~10 % more calls,
+    not N times more. The full reserve at start lets the first calls after a pod vanishes still fail over.
+    """
+
+    def __init__(self, ratio: float = RETRY_RATIO, reserve: float = RETRY_RESERVE):
+        self.ratio, self.reserve = ratio, reserve
+        self.tokens = reserve
+        self.calls = self.retries = self.refused = 0
+
+    def on_call(self) -> None:
+        self.calls += 1
+        self.tokens = min(self.reserve, self.tokens + self.ratio)
+
+    def try_spend(self) -> bool:
+        if self.tokens >= 1.0 - 1e-9:  # ten refills of 0.1 sum to 0.999…
+            self.tokens -= 1.0
+            self.retries += 1
+            return True
+        self.refused += 1
+        return False
 
 
 async def resolve(host: str, port: int) -> list[str]:
@@ -74,8 +109,10 @@ async def resolve(host: str, port: int) -> list[str]:
 class TritonPool:
     """Clients for every resolved Triton address; `call` runs one request on the next reachable one."""
 
-    def __init__(self, url: str, make_client: Callable[[str], Any], resolve_every_s: float = RESOLVE_EVERY_S):
+    def __init__(self, url: str, make_client: Callable[[str], Any], resolve_every_s: float = RESOLVE_EVERY_S,
+                 budget: RetryBudget | None = None):
         self.targets = parse_targets(url)
+        self.budget = budget or RetryBudget()
         self._make_client = make_client
         self._resolve_every_s = resolve_every_s
         self._clients: dict[str, Any] = {}
@@ -123,25 +160,26 @@ class TritonPool:
         return [a for a in rotated if a not in self._down] + [a for a in rotated if a in self._down]
 
     async def call(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """`fn(client)` on the next address; on an unreachable pod, once on each other address."""
+        """`fn(client)` on the next address; when that pod did not take the request, on the next one, as far as
+        the retry budget allows. Timeouts and request errors propagate at once."""
         if self._closed:
             raise ConnectionError("the Triton client pool is closed")
         await self.refresh()
         order = self._order()
         if not order:
             raise ConnectionError(f"no Triton address resolved for {self.targets}")
-        last: BaseException | None = None
-        for address in order:
+        self.budget.on_call()
+        for attempt, address in enumerate(order):
             try:
                 return await fn(self._clients[address])
             except Exception as exc:  # noqa: BLE001 - classified below
                 if not is_unreachable(exc):
                     raise
                 self._down.add(address)
-                last = exc
+                if attempt + 1 == len(order) or not self.budget.try_spend():
+                    raise
                 logger.warning("Triton at %s unreachable, trying another pod: %s", address, exc)
-        assert last is not None
-        raise last
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     async def any(self, fn: Callable[[Any], Awaitable[bool]]) -> bool:
         """True if `fn(client)` is true for some address (readiness: one ready pod serves)."""
