@@ -170,14 +170,16 @@ def _replace(path: Path, old: str, new: str) -> None:
 
 @pytest.mark.parametrize("model,old,new,message", [
     (TRUNK_MODEL, "TYPE_UINT8", "TYPE_FP32", "data_type TYPE_FP32, expected TYPE_UINT8"),
-    (TRUNK_MODEL, "dims: [ 2177 ]", "dims: [ 2175 ]", "dims [2175], expected [2177]"),
+    (TRUNK_MODEL, "dims: 2177\n", "dims: 2175\n", "dims [2175], expected [2177]"),
     (TRUNK_MODEL, "kind: KIND_GPU", "kind: KIND_CPU", "KIND_GPU"),
     (TRUNK_MODEL, "max_queue_delay_microseconds", "max_queue_delay_micros", "not a valid Triton ModelConfig"),
-    (TRUNK_MODEL, "preferred_batch_size: [ 64,", "preferred_batch_size: [ 512,", "outside 1..max_batch_size"),
+    (TRUNK_MODEL, "preferred_batch_size: 64\n", "preferred_batch_size: 512\n", "outside 1..max_batch_size"),
     (TRUNK_MODEL, 'name: "FEATURES__0"', 'name: "FEATURES"', "output names"),
-    (HEAD_MODEL, 'name: "BIAS__2"\n    data_type: TYPE_FP32\n    dims: [ 1 ]',
-     'name: "BIAS__2"\n    data_type: TYPE_FP32\n    dims: [ 2 ]', "BIAS__2: dims [2], expected [1]"),
+    (HEAD_MODEL, 'name: "BIAS__2"\n  data_type: TYPE_FP32\n  dims: 1\n',
+     'name: "BIAS__2"\n  data_type: TYPE_FP32\n  dims: 2\n', "BIAS__2: dims [2], expected [1]"),
     (HEAD_MODEL, 'name: "mfd_head"', 'name: "mfd_heads"', "expected 'mfd_head'"),
+    (HEAD_MODEL, 'key: "MFD_MODEL_SHA256"\n  value {\n    string_value: "', 'key: "MFD_MODEL_SHA256"\n  value {\n    string_value: "0',
+     "come from different exports"),
 ])
 def test_broken_configs_are_rejected(exported_repository, tmp_path, model, old, new, message):
     repository = tmp_path / "repo"

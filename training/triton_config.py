@@ -1,4 +1,9 @@
-"""Triton `config.pbtxt`: render the production configs and validate any config offline.
+"""Training layer (export): Triton `config.pbtxt`, built as Triton's `ModelConfig` protobuf and validated offline.
+
+Rendering fills the `ModelConfig` message shipped in `tritonclient` and prints it with
+`google.protobuf.text_format` (no hand-formatted text). Each config also carries the model card's identity as
+string parameters (mfd_common.serving: model name, sha256 of the model file), which the service reads back from
+Triton at start-up.
 
 Validation parses the text with `google.protobuf.text_format` into Triton's own `ModelConfig` protobuf (shipped in
 `tritonclient`), so a typo in a field name or an enum fails here, not at `tritonserver` start-up on a GPU node.
@@ -32,6 +37,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from mfd_common.card import (CARD_FILENAME, HEAD_INPUT, HEAD_MODEL, HEAD_OUTPUTS, TRUNK_INPUT, TRUNK_MODEL,
                              TRUNK_OUTPUT, ModelCard)
+from mfd_common.serving import PARAM_MODEL_SHA256, model_file_key
 
 MODEL_FILENAME = "model.pt"
 LIBTORCH_PLATFORM = "pytorch_libtorch"
@@ -67,6 +73,7 @@ class ModelSpec:
     instance_kind: str = "KIND_GPU"
     instance_count: int = 1
     warmup: bool = False
+    parameters: dict[str, str] = field(default_factory=dict)  # extra string parameters (MFD_* identity)
 
 
 def _preferred(max_batch: int) -> list[int]:
@@ -115,40 +122,46 @@ def expected_specs(card: ModelCard) -> dict[str, ModelSpec]:
 
 # ---- rendering -------------------------------------------------------------------------------------------
 
-def _tensor_block(tensors: Iterable[TensorSpec]) -> str:
-    rows = [f'  {{\n    name: "{t.name}"\n    data_type: {t.data_type}\n    dims: [ {", ".join(map(str, t.dims))} ]\n  }}'
-            for t in tensors]
-    return "[\n" + ",\n".join(rows) + "\n]"
+def _add_tensors(field, tensors: Iterable[TensorSpec]) -> None:
+    for t in tensors:
+        field.add(name=t.name, data_type=mc.DataType.Value(t.data_type), dims=list(t.dims))
+
+
+def build_config(spec: ModelSpec, *, backend: str = LIBTORCH_BACKEND) -> mc.ModelConfig:
+    """Triton's own `ModelConfig` protobuf for `spec`: production libtorch (default) or the Python backend (tests).
+
+    Filling the message (not formatting text) means a misspelt field or enum fails here, with the protobuf's error.
+    """
+    config = mc.ModelConfig(name=spec.name, max_batch_size=spec.max_batch_size)
+    if backend == LIBTORCH_BACKEND:
+        config.platform, config.backend = LIBTORCH_PLATFORM, LIBTORCH_BACKEND
+    elif backend == PYTHON_BACKEND:
+        config.backend = PYTHON_BACKEND
+    else:
+        raise ValueError(f"unsupported backend {backend!r}")
+    _add_tensors(config.input, spec.inputs)
+    _add_tensors(config.output, spec.outputs)
+    config.instance_group.add(count=spec.instance_count, kind=mc.ModelInstanceGroup.Kind.Value(spec.instance_kind))
+    config.dynamic_batching.preferred_batch_size.extend(spec.preferred_batch_sizes)
+    config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
+    if backend == LIBTORCH_BACKEND:
+        # Inference mode (no autograd bookkeeping); outputs are named <name>__<index> (libtorch convention).
+        config.parameters["INFERENCE_MODE"].string_value = "true"
+    for key, value in spec.parameters.items():  # the card's identity (MFD_*), read back by the service at start-up
+        config.parameters[key].string_value = value
+    if spec.warmup:
+        warmup = config.model_warmup.add(name="zeros", batch_size=1)
+        for t in spec.inputs:
+            warmup.inputs[t.name].CopyFrom(mc.ModelWarmup.Input(
+                data_type=mc.DataType.Value(t.data_type), dims=list(t.dims), zero_data=True))
+    return config
 
 
 def render_config(spec: ModelSpec, *, backend: str = LIBTORCH_BACKEND, comment: str = "") -> str:
-    """config.pbtxt text for `spec`: production libtorch (default) or the Python backend (tests)."""
+    """config.pbtxt text for `spec`: `build_config` printed by `google.protobuf.text_format`, after `comment`."""
     lines = [f"# {line}" if line else "#" for line in comment.strip().splitlines()] if comment else []
-    lines.append(f'name: "{spec.name}"')
-    if backend == LIBTORCH_BACKEND:
-        lines += [f'platform: "{LIBTORCH_PLATFORM}"', f'backend: "{LIBTORCH_BACKEND}"']
-    elif backend == PYTHON_BACKEND:
-        lines.append(f'backend: "{PYTHON_BACKEND}"')
-    else:
-        raise ValueError(f"unsupported backend {backend!r}")
-    lines.append(f"max_batch_size: {spec.max_batch_size}")
-    lines.append(f"input {_tensor_block(spec.inputs)}")
-    lines.append(f"output {_tensor_block(spec.outputs)}")
-    lines.append(f"instance_group [\n  {{\n    count: {spec.instance_count}\n    kind: {spec.instance_kind}\n  }}\n]")
-    preferred = ", ".join(map(str, spec.preferred_batch_sizes))
-    lines.append("dynamic_batching {\n"
-                 + (f"  preferred_batch_size: [ {preferred} ]\n" if preferred else "")
-                 + f"  max_queue_delay_microseconds: {spec.max_queue_delay_us}\n}}")
-    if backend == LIBTORCH_BACKEND:
-        # Inference mode (no autograd bookkeeping); outputs are named <name>__<index> (libtorch convention).
-        lines.append('parameters: {\n  key: "INFERENCE_MODE"\n  value: { string_value: "true" }\n}')
-    if spec.warmup:
-        inputs = "\n".join(
-            f'    inputs {{\n      key: "{t.name}"\n      value {{\n        data_type: {t.data_type}\n'
-            f'        dims: [ {", ".join(map(str, t.dims))} ]\n        zero_data: true\n      }}\n    }}'
-            for t in spec.inputs)
-        lines.append(f'model_warmup [\n  {{\n    name: "zeros"\n    batch_size: 1\n{inputs}\n  }}\n]')
-    return "\n".join(lines) + "\n"
+    body = text_format.MessageToString(build_config(spec, backend=backend))
+    return "\n".join(lines) + ("\n" if lines else "") + body
 
 
 # ---- validation ------------------------------------------------------------------------------------------
@@ -251,6 +264,12 @@ def validate_repository(repository: str | Path, *, backend: str | None = LIBTORC
         for version in versions:
             if not (version / MODEL_FILENAME).is_file():
                 raise TritonConfigError(f"{version}: {MODEL_FILENAME} is missing")
+        recorded = config.parameters[PARAM_MODEL_SHA256].string_value if PARAM_MODEL_SHA256 in config.parameters \
+            else None
+        expected_sha = card.checksums.get(model_file_key(model_name, MODEL_FILENAME))
+        if recorded != expected_sha:
+            raise TritonConfigError(f"{path}: parameter {PARAM_MODEL_SHA256} is {recorded!r}, the model card "
+                                    f"says {expected_sha!r}: config and card come from different exports")
         gpu_check = require_gpu_trunk if require_gpu_trunk is not None else backend == LIBTORCH_BACKEND
         if gpu_check and model_name == TRUNK_MODEL:
             kinds = {mc.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group}
