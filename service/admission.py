@@ -70,7 +70,7 @@ class Admission:
             error = as_request_error(exc)
             if error.status == 500:
                 logger.error("%s failed", endpoint, exc_info=exc)
-            elif error.kind == "backend_unavailable":
+            elif error.kind in ("backend_unavailable", "backend_timeout"):
                 logger.warning("%s: %s", endpoint, exc)
             metrics.errors.labels(endpoint, error.kind).inc()
             raise error from None

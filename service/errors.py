@@ -55,15 +55,30 @@ def internal() -> RequestError:
     return RequestError("server", "internal error; see the server log", status=500, kind="internal")
 
 
+def backend_timeout() -> RequestError:
+    return RequestError("backend", "the model backend did not answer in time; retry later", status=504,
+                        kind="backend_timeout")
+
+
+def backend_rejected(exc: BaseException) -> RequestError:
+    return RequestError("backend", f"the model server refused the request: {exc}", status=422,
+                        kind="invalid_argument")
+
+
 def as_request_error(exc: BaseException) -> RequestError:
-    """The one failure table for every transport: client errors keep their status, a backend outage is a
-    503 (gRPC UNAVAILABLE), anything else a 500 (INTERNAL) that the caller must log."""
-    from .backends.base import BackendUnavailable
+    """The one failure table for every transport: client errors keep their status; from the backend, a refused
+    request is a 422 (gRPC INVALID_ARGUMENT), an outage or a missing model a 503 (UNAVAILABLE), a timeout a 504
+    (DEADLINE_EXCEEDED); anything else a 500 (INTERNAL) that the caller must log."""
+    from .backends.base import BackendRejected, BackendTimeout, BackendUnavailable
 
     if isinstance(exc, RequestError):
         return exc
     if isinstance(exc, BackendUnavailable):
         return backend_unavailable()
+    if isinstance(exc, BackendTimeout):
+        return backend_timeout()
+    if isinstance(exc, BackendRejected):
+        return backend_rejected(exc)
     return internal()
 
 

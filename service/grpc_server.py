@@ -114,7 +114,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 # RequestError.status → gRPC code; statuses not listed are client errors (INVALID_ARGUMENT).
 STATUS_CODES = {401: grpc.StatusCode.UNAUTHENTICATED, 404: grpc.StatusCode.NOT_FOUND,
                 413: grpc.StatusCode.INVALID_ARGUMENT, 500: grpc.StatusCode.INTERNAL,
-                503: grpc.StatusCode.UNAVAILABLE}
+                503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 async def guarded(admission: Admission, context, endpoint: str, handle, *, tensor_names: bool = True):

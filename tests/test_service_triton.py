@@ -108,3 +108,102 @@ def test_triton_backend_protocols_match_embedded(protocol, triton_server, export
                                                                        h_embedded.bias)):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def _card_only_repository(source, destination, edit) -> "Path":
+    """A service-side repository (the card only, as on the Triton backend) whose card `edit` changed."""
+    import json
+
+    from mfd_common.card import CARD_FILENAME
+
+    destination.mkdir(parents=True, exist_ok=True)
+    card = json.loads((source / CARD_FILENAME).read_text())
+    edit(card)
+    (destination / CARD_FILENAME).write_text(json.dumps(card))
+    return destination
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda card: card["checksums"].update({"mfd_trunk/1/model.pt": "0" * 64}),
+     "mfd_trunk: parameter MFD_MODEL_SHA256 is '"),
+    (lambda card: card.update(model_name="another-model"), "parameter MFD_MODEL_NAME is "),
+    (lambda card: card.update(d_bio=card["d_bio"] + 1), "mfd_head: outputs are [('W_TECH__0'"),
+])
+def test_startup_refuses_a_card_that_triton_does_not_serve(edit, problem, triton_server, exported_repository,
+                                                           tmp_path, caplog):
+    """The card's sha256 / name (config parameters written at export) and its tensor shapes must be what Triton
+    reports for the loaded models; otherwise start() fails with one clear log line and the backend is never ready."""
+    from service.backends.triton import ModelMismatch
+
+    repository = load_repository(_card_only_repository(exported_repository, tmp_path / "repo", edit),
+                                 require_models=False)
+    settings = Settings(model_repository=repository.root, backend="triton", triton_url=triton_server.grpc_url,
+                        triton_protocol="grpc")
+    backend = TritonBackend(settings, repository)
+
+    async def run():
+        try:
+            with pytest.raises(ModelMismatch, match="Triton serves other models than the model card") as err:
+                await backend.start()
+            return str(err.value)
+        finally:
+            await backend.close()
+
+    with caplog.at_level("ERROR", logger="service.backends.triton"):
+        message = asyncio.run(run())
+    assert problem in message and triton_server.grpc_url in message, message
+    assert any("refusing to start" in r.getMessage() and problem in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_triton_errors_keep_their_meaning(protocol, triton_server, exported_repository):
+    """A tensor Triton refuses is a 422, a model it does not serve a 503, a timeout a 504; gRPC codes alike."""
+    import grpc
+
+    from service.backends import BackendRejected, BackendTimeout
+    from service.errors import as_request_error
+    from service.grpc_server import STATUS_CODES
+
+    repository = load_repository(exported_repository)
+    url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
+    backend = TritonBackend(Settings(model_repository=exported_repository, backend="triton", triton_url=url,
+                                     triton_protocol=protocol), repository)
+    tokens = np.random.default_rng(7).integers(0, 5, size=(2, SEQ_LEN), dtype=np.uint8)
+
+    async def run():
+        await backend.start()
+        try:
+            failures = {}
+            for name, call in (
+                    ("short window", lambda: backend.features(tokens[:, :-1])),                   # dims
+                    ("missing model", lambda: backend._infer("mfd_nope", "TOKENS__0", "UINT8", tokens,
+                                                             ("FEATURES__0",)))):
+                with pytest.raises(Exception) as err:
+                    await call()
+                failures[name] = err.value
+            return failures
+        finally:
+            await backend.close()
+
+    failures = asyncio.run(run())
+    assert isinstance(failures["short window"], BackendRejected), repr(failures["short window"])
+    assert isinstance(failures["missing model"], BackendUnavailable), repr(failures["missing model"])
+    rejected, missing = (as_request_error(failures[k]) for k in ("short window", "missing model"))
+    assert (rejected.status, rejected.kind, rejected.field) == (422, "invalid_argument", "backend")
+    assert (missing.status, missing.kind) == (503, "backend_unavailable")
+    assert STATUS_CODES[504] == grpc.StatusCode.DEADLINE_EXCEEDED
+    if protocol == "grpc":  # a deadline Triton cannot meet: 504 / DEADLINE_EXCEEDED, never retried elsewhere
+        slow = TritonBackend(Settings(model_repository=exported_repository, backend="triton", triton_url=url,
+                                      triton_protocol="grpc", triton_timeout_s=1e-4), repository)
+
+        async def timed_out():
+            await slow.start()
+            try:
+                with pytest.raises(BackendTimeout) as err:
+                    await slow.features(np.repeat(tokens, 64, axis=0))
+                return err.value
+            finally:
+                await slow.close()
+
+        error = as_request_error(asyncio.run(timed_out()))
+        assert (error.status, error.kind) == (504, "backend_timeout")

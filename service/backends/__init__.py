@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..repository import ModelRepository
 from ..settings import Settings
-from .base import Backend, BackendUnavailable, HeadWeights
+from .base import Backend, BackendError, BackendRejected, BackendTimeout, BackendUnavailable, HeadWeights
 
 
 def create_backend(settings: Settings, repository: ModelRepository) -> Backend:
@@ -15,4 +15,5 @@ def create_backend(settings: Settings, repository: ModelRepository) -> Backend:
     return EmbeddedBackend(settings, repository)
 
 
-__all__ = ["Backend", "BackendUnavailable", "HeadWeights", "create_backend"]
+__all__ = ["Backend", "BackendError", "BackendRejected", "BackendTimeout", "BackendUnavailable", "HeadWeights",
+           "create_backend"]

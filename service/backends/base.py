@@ -7,8 +7,20 @@ from dataclasses import dataclass
 import numpy as np
 
 
-class BackendUnavailable(RuntimeError):
-    """The model server could not be reached or failed the call: a server-side 503, not the client's fault."""
+class BackendError(RuntimeError):
+    """The model server failed the call for a reason of its own: a 500, logged with its cause."""
+
+
+class BackendUnavailable(BackendError):
+    """The model server could not be reached, or has no such model loaded: a 503, worth retrying later."""
+
+
+class BackendTimeout(BackendError):
+    """The model server did not answer within MFD_TRITON_TIMEOUT_S: a 504 (gRPC DEADLINE_EXCEEDED)."""
+
+
+class BackendRejected(BackendError):
+    """The model server refused the request's tensors (Triton INVALID_ARGUMENT / HTTP 400): a 422."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,13 @@ than a model's `max_batch_size` are split client-side, since Triton would reject
 Calls are spread over every Triton pod by `TritonPool` (client-side round-robin over the addresses that
 MFD_TRITON_URL resolves to: in Kubernetes a headless Service). At start-up we wait for a pod with both models
 ready for as long as MFD_TRITON_STARTUP_TIMEOUT_S allows (a GPU node scaling up and pulling the ~15 GB Triton image
-takes minutes), logging while we wait, instead of failing fast into a crash loop.
+takes minutes), logging while we wait, instead of failing fast into a crash loop. Then every reachable pod must
+report, for both models, the card's identity (the MFD_* config parameters written at export: model name, sha256
+of model.pt) and the card's tensors (names, dtypes, dims); on any difference start-up fails with one log line
+naming the pod, the model and the field, and the service never becomes ready.
+
+Triton's errors keep their meaning (`classify`): INVALID_ARGUMENT is a 422, UNAVAILABLE, NOT_FOUND (model not
+loaded) and connection failures a 503, DEADLINE_EXCEEDED a 504, anything else a 500 that is logged.
 """
 from __future__ import annotations
 
@@ -18,18 +24,68 @@ from typing import Any
 
 import numpy as np
 
+from mfd_common import serving
 from mfd_common.card import HEAD_INPUT, HEAD_MODEL, HEAD_OUTPUTS, TRUNK_INPUT, TRUNK_MODEL, TRUNK_OUTPUT
 
 from ..metrics import get_metrics
 from ..repository import ModelRepository
 from ..settings import Settings
-from .base import Backend, BackendUnavailable, HeadWeights
+from .base import Backend, BackendError, BackendRejected, BackendTimeout, BackendUnavailable, HeadWeights
 from .triton_pool import TritonPool
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between "still waiting for Triton" log lines during start-up.
 WAIT_LOG_EVERY_S = 30.0
+
+#: Triton statuses (gRPC, and the HTTP codes tritonclient reports) → the backend error they mean.
+STATUS_ERRORS: dict[str, type[BackendError]] = {
+    "StatusCode.INVALID_ARGUMENT": BackendRejected, "400": BackendRejected,
+    "StatusCode.UNAVAILABLE": BackendUnavailable, "503": BackendUnavailable,
+    "StatusCode.NOT_FOUND": BackendUnavailable, "404": BackendUnavailable,   # model not loaded: ours to fix
+    "StatusCode.DEADLINE_EXCEEDED": BackendTimeout, "504": BackendTimeout,
+}
+
+
+class ModelMismatch(RuntimeError):
+    """Triton serves models that are not the ones the service's model card describes."""
+
+
+def classify(exc: BaseException, what: str) -> BackendError:
+    """A tritonclient / aiohttp / OS failure of `what` as the BackendError its status means."""
+    status = getattr(exc, "status", None)
+    if callable(status):
+        kind = STATUS_ERRORS.get(str(status()), BackendError)
+        message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
+    elif isinstance(exc, TimeoutError):
+        kind, message = BackendTimeout, f"timed out ({type(exc).__name__})"
+    elif isinstance(exc, (ConnectionError, OSError)) or type(exc).__name__.startswith(("Client", "Server")):
+        kind, message = BackendUnavailable, str(exc) or type(exc).__name__
+    else:
+        kind, message = BackendError, f"{type(exc).__name__}: {exc}"
+    return kind(f"{what}: {message}")
+
+
+def _tensors(config: dict, key: str) -> list[tuple[str, str, tuple[int, ...]]]:
+    return [(t["name"], str(t.get("data_type", "")).removeprefix("TYPE_"), tuple(int(d) for d in t.get("dims", [])))
+            for t in config.get(key, [])]
+
+
+def served_model_problems(model: str, config: dict, repository: ModelRepository) -> list[str]:
+    """What in Triton's config of `model` (as JSON) disagrees with the card: identity parameters and tensors."""
+    card = repository.card
+    problems = []
+    params = {k: v.get("string_value") for k, v in config.get("parameters", {}).items()}
+    want_sha = card.checksums.get(serving.model_file_key(model))
+    for key, want in ((serving.PARAM_MODEL_NAME, card.model_name), (serving.PARAM_MODEL_SHA256, want_sha)):
+        if params.get(key) != want:
+            problems.append(f"parameter {key} is {params.get(key)!r}, the card says {want!r}")
+    expected = serving.served_tensors(card)[model]
+    for kind, key in (("inputs", "input"), ("outputs", "output")):
+        got = _tensors(config, key)
+        if got != expected[kind]:
+            problems.append(f"{kind} are {got}, the card says {expected[kind]}")
+    return problems
 
 
 class TritonBackend(Backend):
@@ -57,10 +113,34 @@ class TritonBackend(Backend):
         self.pool = TritonPool(self.settings.triton_url, self._make_client)
         await self._wait_for_models()
         for model in (TRUNK_MODEL, HEAD_MODEL):
-            config = await self.pool.call(lambda c, m=model: c.get_model_config(
-                m, **({"as_json": True} if self.protocol == "grpc" else {})))
-            config = config.get("config", config)
+            config = await self.pool.call(lambda c, m=model: self._model_config(c, m))
             self._max_batch[model] = int(config.get("max_batch_size", 0) or 0)
+        await self._check_served_models()
+
+    async def _model_config(self, client: Any, model: str) -> dict:
+        config = await client.get_model_config(model, **({"as_json": True} if self.protocol == "grpc" else {}))
+        return config.get("config", config)
+
+    async def _check_served_models(self) -> None:
+        """Every reachable pod must serve exactly what the card describes; otherwise fail start-up, loudly."""
+        assert self.pool is not None
+        problems = []
+        for address, client in self.pool.clients():
+            try:
+                configs = {m: await self._model_config(client, m) for m in (TRUNK_MODEL, HEAD_MODEL)}
+            except Exception as exc:  # noqa: BLE001 - a pod that went away is simply not checked
+                logger.warning("cannot read the model configs of Triton at %s: %s", address, exc)
+                continue
+            problems += [f"Triton at {address}, {model}: {p}" for model, config in configs.items()
+                         for p in served_model_problems(model, config, self.repository)]
+        if problems:
+            message = (f"Triton serves other models than the model card at {self.repository.root} describes "
+                       f"({self.repository.card.model_name!r}): " + "; ".join(problems))
+            logger.error("refusing to start: %s", message)
+            raise ModelMismatch(message)
+        logger.info("Triton serves the card's models (%s, sha256 %s…) on %s", self.repository.card.model_name,
+                    self.repository.card.checksums.get(serving.model_file_key(TRUNK_MODEL), "")[:12],
+                    ", ".join(self.pool.addresses))
 
     async def _models_ready(self, client: Any) -> bool:
         return all([await client.is_model_ready(m) for m in (TRUNK_MODEL, HEAD_MODEL)])
@@ -120,8 +200,8 @@ class TritonBackend(Backend):
         assert self.pool is not None, "TritonBackend.start() was not awaited"
         try:
             result = await self.pool.call(lambda c: c.infer(model, [tensor], outputs=requested, **timeout))
-        except Exception as exc:  # noqa: BLE001 - tritonclient/aiohttp/grpc errors alike
-            raise BackendUnavailable(f"Triton {self.protocol} call to {model} failed: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - tritonclient/aiohttp/grpc errors alike, classified by status
+            raise classify(exc, f"Triton {self.protocol} call to {model}") from exc
         get_metrics().triton_roundtrip.labels(self.protocol, model).observe(time.perf_counter() - start)
         return [result.as_numpy(o) for o in outputs]
 

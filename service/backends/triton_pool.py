@@ -127,6 +127,10 @@ class TritonPool:
     def addresses(self) -> list[str]:
         return sorted(self._clients)
 
+    def clients(self) -> list[tuple[str, Any]]:
+        """(address, client) for every current address."""
+        return sorted(self._clients.items())
+
     async def refresh(self, force: bool = False) -> None:
         if self._closed or (not force and time.monotonic() - self._resolved_at < self._resolve_every_s):
             return
