@@ -93,16 +93,19 @@ def bench_raw(repository: Path, windows: int, requests: int, threads: int, seq_l
     import torch
 
     torch.set_num_threads(threads)
-    trunk = torch.jit.load(str(repository / "mfd_trunk" / "1" / "model.pt")).eval()
+    device = os.environ.get("MFD_DEVICE", "cpu")  # the raw trunk on the service's device (scripts/gpu_check.sh)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    trunk = torch.jit.load(str(repository / "mfd_trunk" / "1" / "model.pt"), map_location=device).eval()
     tokens = torch.from_numpy(np.random.default_rng(0).integers(0, 4, (windows, seq_len), dtype=np.uint8))
     with torch.inference_mode():
         for _ in range(3):
-            trunk(tokens)
+            trunk(tokens.to(device)).cpu()
         latencies = []
         start, cpu = time.perf_counter(), time.process_time()
         for _ in range(requests):
             t0 = time.perf_counter()
-            trunk(tokens)
+            trunk(tokens.to(device)).cpu()  # host to device and back, as the service pays it
+            sync()
             latencies.append(time.perf_counter() - t0)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"windows_per_s": windows * requests / elapsed, "windows_per_cpu_s": windows * requests / cpu,
