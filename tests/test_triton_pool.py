@@ -135,3 +135,39 @@ def test_budget_refills_with_calls_and_caps_at_its_reserve():
     for _ in range(1000):
         budget.on_call()
     assert budget.tokens == 2
+
+
+def test_a_pod_joins_the_rotation_only_once_verified():
+    """New addresses pass `verify` first: one not answering yet is retried at the next resolution, one serving
+    other models stays out (listed in `rejected`) and never gets a call."""
+    class Client:
+        def __init__(self, address: str):
+            self.address, self.closed = address, False
+
+        async def close(self):
+            self.closed = True
+
+    verdicts = {"10.0.0.1:8001": [], "10.0.0.2:8001": ["mfd_trunk: parameter MFD_MODEL_SHA256 differs"],
+                "10.0.0.3:8001": ConnectionRefusedError("not up yet")}
+
+    async def verify(address, client):
+        verdict = verdicts[address]
+        if isinstance(verdict, Exception):
+            raise verdict
+        return verdict
+
+    async def scenario():
+        pool = TritonPool("10.0.0.1:8001,10.0.0.2:8001,10.0.0.3:8001", Client, verify=verify)
+        await pool.refresh(force=True)
+        first = (pool.addresses, dict(pool.rejected))
+        served = {await pool.call(lambda c: asyncio.sleep(0, c.address)) for _ in range(6)}
+        verdicts["10.0.0.3:8001"] = []  # the third pod has loaded its models
+        await pool.refresh(force=True)
+        second = pool.addresses
+        await pool.close()
+        return first, served, second
+
+    (addresses, rejected), served, later = asyncio.run(scenario())
+    assert addresses == ["10.0.0.1:8001"] and list(rejected) == ["10.0.0.2:8001"]
+    assert served == {"10.0.0.1:8001"}
+    assert later == ["10.0.0.1:8001", "10.0.0.3:8001"]  # the rejected pod is still out after re-verification

@@ -10,7 +10,8 @@ ready for as long as MFD_TRITON_STARTUP_TIMEOUT_S allows (a GPU node scaling up 
 takes minutes), logging while we wait, instead of failing fast into a crash loop. Then every reachable pod must
 report, for both models, the card's identity (the MFD_* config parameters written at export: model name, sha256
 of model.pt) and the card's tensors (names, dtypes, dims); on any difference start-up fails with one log line
-naming the pod, the model and the field, and the service never becomes ready.
+naming the pod, the model and the field, and the service never becomes ready. Pods that appear later join the
+pool only after passing the same check (`TritonPool(verify=…)`).
 
 Triton's errors keep their meaning (`classify`): INVALID_ARGUMENT is a 422, UNAVAILABLE, NOT_FOUND (model not
 loaded) and connection failures a 503, DEADLINE_EXCEEDED a 504, anything else a 500 that is logged.
@@ -110,29 +111,29 @@ class TritonBackend(Backend):
         else:
             import tritonclient.http.aio as module
         self._module = module
-        self.pool = TritonPool(self.settings.triton_url, self._make_client)
+        self.pool = TritonPool(self.settings.triton_url, self._make_client, verify=self._served_problems)
         await self._wait_for_models()
+        self._check_served_models()
         for model in (TRUNK_MODEL, HEAD_MODEL):
             config = await self.pool.call(lambda c, m=model: self._model_config(c, m))
             self._max_batch[model] = int(config.get("max_batch_size", 0) or 0)
-        await self._check_served_models()
 
     async def _model_config(self, client: Any, model: str) -> dict:
         config = await client.get_model_config(model, **({"as_json": True} if self.protocol == "grpc" else {}))
         return config.get("config", config)
 
-    async def _check_served_models(self) -> None:
-        """Every reachable pod must serve exactly what the card describes; otherwise fail start-up, loudly."""
+    async def _served_problems(self, address: str, client: Any) -> list[str]:
+        """What a pod serves that the card does not describe (the pool admits a pod only without any)."""
+        configs = {m: await self._model_config(client, m) for m in (TRUNK_MODEL, HEAD_MODEL)}
+        return [f"{model}: {p}" for model, config in configs.items()
+                for p in served_model_problems(model, config, self.repository)]
+
+    def _check_served_models(self) -> None:
+        """At start-up every pod must serve exactly what the card describes; otherwise fail, loudly. (Later pods
+        that do not are kept out of the pool by its `verify` hook.)"""
         assert self.pool is not None
-        problems = []
-        for address, client in self.pool.clients():
-            try:
-                configs = {m: await self._model_config(client, m) for m in (TRUNK_MODEL, HEAD_MODEL)}
-            except Exception as exc:  # noqa: BLE001 - a pod that went away is simply not checked
-                logger.warning("cannot read the model configs of Triton at %s: %s", address, exc)
-                continue
-            problems += [f"Triton at {address}, {model}: {p}" for model, config in configs.items()
-                         for p in served_model_problems(model, config, self.repository)]
+        problems = [f"Triton at {address}, {p}" for address, found in sorted(self.pool.rejected.items())
+                    for p in found]
         if problems:
             message = (f"Triton serves other models than the model card at {self.repository.root} describes "
                        f"({self.repository.card.model_name!r}): " + "; ".join(problems))
@@ -153,6 +154,7 @@ class TritonBackend(Backend):
         next_log = started + WAIT_LOG_EVERY_S
         while True:
             await self.pool.refresh(force=True)
+            self._check_served_models()  # a pod serving other models: fail now, not after the timeout
             if await self.pool.any(self._models_ready):
                 logger.info("Triton ready at %s after %.0f s", ", ".join(self.pool.addresses),
                             time.monotonic() - started)

@@ -8,6 +8,9 @@ per ready pod), one client is kept per address, and calls rotate over them. Name
 `RESOLVE_EVERY_S`, so pods added by the HPA get traffic within seconds; gRPC's own `dns:///` resolver with
 `round_robin` would spread calls too, but re-resolves only when a connection breaks, so it never sees scale-out.
 
+A new address joins the rotation only after `verify` (the backend's check of the models it serves against the
+model card) finds nothing wrong: a pod serving another model version never gets a call.
+
 Retries. A call that could not reach its pod (connection refused or reset, gRPC UNAVAILABLE, HTTP 503: the
 request was not processed) is retried on the next pod, and that address goes to the back of the rotation until
 the next resolution. Nothing else is retried: not a request error (INVALID_ARGUMENT), and above all not a
@@ -110,9 +113,12 @@ class TritonPool:
     """Clients for every resolved Triton address; `call` runs one request on the next reachable one."""
 
     def __init__(self, url: str, make_client: Callable[[str], Any], resolve_every_s: float = RESOLVE_EVERY_S,
-                 budget: RetryBudget | None = None):
+                 budget: RetryBudget | None = None,
+                 verify: Callable[[str, Any], Awaitable[list[str]]] | None = None):
         self.targets = parse_targets(url)
         self.budget = budget or RetryBudget()
+        self._verify = verify               # (address, client) → problems; a new pod joins only without any
+        self.rejected: dict[str, list[str]] = {}  # addresses kept out by `verify`, with their problems
         self._make_client = make_client
         self._resolve_every_s = resolve_every_s
         self._clients: dict[str, Any] = {}
@@ -146,13 +152,37 @@ class TritonPool:
             stale, self._retired = self._retired, []
             if found:
                 for address in sorted(found - set(self._clients)):
-                    self._clients[address] = self._make_client(address)
+                    client = self._make_client(address)
+                    if await self._admit(address, client):
+                        self._clients[address] = client
+                    else:
+                        stale.append(client)
                 for address in sorted(set(self._clients) - found):
                     self._retired.append(self._clients.pop(address))  # let calls in flight finish first
             for client in stale:
                 await client.close()
             self._down.clear()
             self._resolved_at = time.monotonic()
+
+    async def _admit(self, address: str, client: Any) -> bool:
+        """Whether a newly resolved pod may take calls: `verify` finds nothing wrong with what it serves. A pod
+        that cannot answer yet is tried again at the next resolution; one serving other models is kept out (and
+        listed in `rejected`) until it changes."""
+        if self._verify is None:
+            return True
+        try:
+            problems = await self._verify(address, client)
+        except Exception as exc:  # noqa: BLE001 - not ready yet (model loading, pod starting): next resolution
+            logger.info("Triton at %s not verified yet: %s", address, exc)
+            return False
+        if problems:
+            if self.rejected.get(address) != problems:
+                logger.error("Triton at %s serves other models than the model card describes, kept out of the "
+                             "pool: %s", address, "; ".join(problems))
+            self.rejected[address] = problems
+            return False
+        self.rejected.pop(address, None)
+        return True
 
     def _order(self) -> list[str]:
         """Addresses starting at the next round-robin position, reachable ones first."""
