@@ -133,10 +133,6 @@ class TritonPool:
     def addresses(self) -> list[str]:
         return sorted(self._clients)
 
-    def clients(self) -> list[tuple[str, Any]]:
-        """(address, client) for every current address."""
-        return sorted(self._clients.items())
-
     async def refresh(self, force: bool = False) -> None:
         if self._closed or (not force and time.monotonic() - self._resolved_at < self._resolve_every_s):
             return
@@ -159,6 +155,8 @@ class TritonPool:
                         stale.append(client)
                 for address in sorted(set(self._clients) - found):
                     self._retired.append(self._clients.pop(address))  # let calls in flight finish first
+                for address in set(self.rejected) - found:  # a rejected pod that left is no longer a problem
+                    del self.rejected[address]
             for client in stale:
                 await client.close()
             self._down.clear()
