@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -110,7 +111,7 @@ def test_triton_backend_protocols_match_embedded(protocol, triton_server, export
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def _card_only_repository(source, destination, edit) -> "Path":
+def _card_only_repository(source: Path, destination: Path, edit) -> Path:
     """A service-side repository (the card only, as on the Triton backend) whose card `edit` changed."""
     import json
 
