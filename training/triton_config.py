@@ -35,9 +35,8 @@ from typing import Iterable, Sequence
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from mfd_common.card import (CARD_FILENAME, HEAD_INPUT, HEAD_MODEL, HEAD_OUTPUTS, TRUNK_INPUT, TRUNK_MODEL,
-                             TRUNK_OUTPUT, ModelCard)
-from mfd_common.serving import PARAM_MODEL_SHA256, model_file_key
+from mfd_common.card import CARD_FILENAME, HEAD_MODEL, TRUNK_MODEL, ModelCard
+from mfd_common.serving import PARAM_MODEL_SHA256, model_file_key, served_tensors
 
 MODEL_FILENAME = "model.pt"
 LIBTORCH_PLATFORM = "pytorch_libtorch"
@@ -84,14 +83,19 @@ def _preferred(max_batch: int) -> list[int]:
     return sorted(set(sizes))
 
 
+def _contract(card: ModelCard, model: str) -> dict[str, list[TensorSpec]]:
+    """The served tensors of `model` (mfd_common.serving, shared with the service's start-up check)."""
+    tensors = served_tensors(card)[model]
+    return {kind: [TensorSpec(name, f"TYPE_{dtype}", dims) for name, dtype, dims in tensors[kind]]
+            for kind in ("inputs", "outputs")}
+
+
 def trunk_spec(card: ModelCard, *, max_batch_size: int = DEFAULT_TRUNK_MAX_BATCH,
                preferred_batch_sizes: Sequence[int] | None = None,
                max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, instance_kind: str = "KIND_GPU",
                instance_count: int = 1) -> ModelSpec:
     return ModelSpec(
-        name=TRUNK_MODEL,
-        inputs=[TensorSpec(TRUNK_INPUT, "TYPE_UINT8", (card.seq_len,))],
-        outputs=[TensorSpec(TRUNK_OUTPUT, "TYPE_FP32", (card.d_features,))],
+        name=TRUNK_MODEL, **_contract(card, TRUNK_MODEL),
         max_batch_size=max_batch_size,
         preferred_batch_sizes=list(preferred_batch_sizes or _preferred(max_batch_size)),
         max_queue_delay_us=max_queue_delay_us, instance_kind=instance_kind, instance_count=instance_count,
@@ -102,13 +106,8 @@ def trunk_spec(card: ModelCard, *, max_batch_size: int = DEFAULT_TRUNK_MAX_BATCH
 def head_spec(card: ModelCard, *, max_batch_size: int = DEFAULT_HEAD_MAX_BATCH,
               preferred_batch_sizes: Sequence[int] | None = None,
               max_queue_delay_us: int = 500, instance_kind: str = "KIND_CPU", instance_count: int = 1) -> ModelSpec:
-    width = card.metadata_codec().width
-    w_tech, w_bio, bias = HEAD_OUTPUTS
     return ModelSpec(
-        name=HEAD_MODEL,
-        inputs=[TensorSpec(HEAD_INPUT, "TYPE_FP32", (width,))],
-        outputs=[TensorSpec(w_tech, "TYPE_FP32", (card.d_tech,)), TensorSpec(w_bio, "TYPE_FP32", (card.d_bio,)),
-                 TensorSpec(bias, "TYPE_FP32", (1,))],
+        name=HEAD_MODEL, **_contract(card, HEAD_MODEL),
         max_batch_size=max_batch_size,
         preferred_batch_sizes=list(preferred_batch_sizes or _preferred(max_batch_size)),
         max_queue_delay_us=max_queue_delay_us, instance_kind=instance_kind, instance_count=instance_count,
