@@ -226,3 +226,18 @@ def test_effects_match_their_script_on_their_checkpoint(their_model, tmp_path):
     assert max(g.max() for g in gaps) > 1e-3
     print(f"max |service - theirs| {max(e.max() for e in errors):.2e}; centred - theirs {max(g.max() for g in gaps):.2e}")
     assert "delta_f_bio" not in without["results"][0]
+
+
+@torch.no_grad()
+def test_the_trunk_never_sees_the_last_base_of_their_crops(their_model):
+    """Why scoring the first 2177 bases of their 2178-base crops is exact: the central output bin's receptive field
+    is bases 125 … 2051 (docs/variant-effects.md). If the architecture changes, this fails before parity drifts."""
+    model = their_model[0].model
+    rng = np.random.default_rng(3)
+    windows = torch.from_numpy(rng.integers(0, 4, size=(2, 2178), dtype=np.uint8))
+    plain = model.features(windows[:, :2177])
+    assert torch.equal(model.features(windows), plain)
+    for base, seen in ((124, False), (125, True), (2051, True), (2052, False), (2176, False)):
+        changed = windows[:, :2177].clone()
+        changed[:, base] = (changed[:, base] + 1) % 4
+        assert bool((model.features(changed) - plain).abs().max() > 0) is seen, base
