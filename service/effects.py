@@ -52,7 +52,8 @@ DEFAULT_GEOMETRY = "reference"
 
 @dataclass(frozen=True)
 class EnsembleSpec:
-    """How many shifted crops and strands are averaged per window (1 × 1: the plain window)."""
+    """How many shifted crops and strands are averaged per window, cut in which geometry (module docstring);
+    1 × 1 centred is the plain window."""
 
     shifts: int = PAPER_SHIFTS
     strands: int = PAPER_STRANDS

@@ -180,8 +180,8 @@ class Variant(_Strict):
 
 # ---- issue 11: shift × strand ensembling of variant effects (service/effects.py) ------------------------------
 class Ensemble(_Strict):
-    """Shifted crops × strands averaged per allele; the default is the paper's 7 × 2, `{shifts: 1, strands: 1}`
-    scores the single centred window."""
+    """Shifted crops × strands averaged per allele; the default is the paper's 7 × 2 in their gnomAD geometry,
+    `{shifts: 1, strands: 1, geometry: centred}` scores the single centred window."""
 
     shifts: int = Field(PAPER_SHIFTS, ge=1, le=MAX_SHIFTS,
                         description="Forward crops at offsets 0 … shifts−1 of a longer window (see `geometry`).")

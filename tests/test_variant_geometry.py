@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from mfd_common import tokens as dna
 from service.backends import create_backend
 from service.backends.base import Backend, HeadWeights
 from service.batch.__main__ import build_parser
@@ -29,8 +30,6 @@ from tests.fixtures.reference_checkpoint import ReferenceFixture, build_referenc
 from tests.fixtures.service import write_genome
 from tests.fixtures.variant_effects import reverse_complement
 from training.import_reference import import_reference
-
-from mfd_common import tokens as dna
 
 SHIFT_LEN = 8  # their script's shift_len: the window is read 8 dinucleotide positions longer, crops at 0 … 6
 
@@ -210,7 +209,8 @@ def test_effects_match_their_script_on_their_checkpoint(their_model, tmp_path):
     chosen = [0, 3, 5]
     body = {"variants": variants, "conditions": [tracks[k] for k in chosen], "return_features": True}
     (result, _), (centred, _), (without, _) = run_variants(
-        repository, genome.path, body, {**body, "ensemble": {"geometry": "centred"}}, {**body, "return_features": False})
+        repository, genome.path, body, {**body, "ensemble": {"geometry": "centred"}},
+        {**body, "return_features": False})
     gaps, errors = [], []
     for v, got, other in zip(variants, result["results"], centred["results"]):
         expected = their_effects(fixture.model, chosen, their_window(chrom, v["pos"], v["ref"], v["alt"], 2185))
@@ -224,7 +224,8 @@ def test_effects_match_their_script_on_their_checkpoint(their_model, tmp_path):
         assert np.abs(expected["probability"]).max() > 1e-3  # the effects are not trivially zero
     # The centred option is a different geometry: far beyond the tolerance above from their numbers.
     assert max(g.max() for g in gaps) > 1e-3
-    print(f"max |service - theirs| {max(e.max() for e in errors):.2e}; centred - theirs {max(g.max() for g in gaps):.2e}")
+    print(f"max |service - theirs| {max(e.max() for e in errors):.2e}; "
+          f"centred - theirs {max(g.max() for g in gaps):.2e}")
     assert "delta_f_bio" not in without["results"][0]
 
 
@@ -241,3 +242,16 @@ def test_the_trunk_never_sees_the_last_base_of_their_crops(their_model):
         changed = windows[:, :2177].clone()
         changed[:, base] = (changed[:, base] + 1) % 4
         assert bool((model.features(changed) - plain).abs().max() > 0) is seen, base
+
+
+def test_an_unknown_geometry_is_a_named_client_error():
+    from pydantic import ValidationError
+
+    from service.errors import from_validation_error
+
+    body = {"variants": [{"chrom": "chr1", "pos": 5, "ref": "A", "alt": "C"}], "conditions": ["X"],
+            "ensemble": {"geometry": "sideways"}}
+    with pytest.raises(ValidationError) as caught:
+        VariantRequest.model_validate(body)
+    error = from_validation_error(caught.value)
+    assert error.field == "ensemble.geometry" and 400 <= error.status < 500 and "centred" in error.message
