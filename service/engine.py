@@ -19,7 +19,7 @@ from mfd_common import tokens as dna
 from .backends import Backend, create_backend
 from .batcher import MicroBatcher
 from .conditions import ConditionResolver, ResolvedCondition, numeric_range
-from .effects import EnsembleSpec, crops, encode_windows, ensembled_scores, split_effects
+from .effects import EnsembleSpec, crops, encode_windows, ensembled_scores, mean_groups, split_effects
 from .errors import RequestError, from_validation_error
 from .genome import Genome
 from .repository import ModelRepository, load_repository
@@ -100,17 +100,20 @@ class Engine:
         try:
             weights = await self.conditions.weights(conditions)  # usually cache hits; misses batch into one call
             # A trunk exported with strand averaging (card.reverse_complement_average) already averages both
-            # strands inside; averaging again would only double the work.
-            if reverse_complement and not self.card.reverse_complement_average:
-                both = np.concatenate([token_rows, dna.reverse_complement(token_rows)])
+            # strands' features inside; averaging again would only double the work.
+            paired = reverse_complement and not self.card.reverse_complement_average
+            if paired:
+                # Each strand scored on its own, then every quantity averaged: probabilities are the mean of the
+                # two sigmoids, as the authors' evaluation averages them (the logits and features are means too).
+                n, length = token_rows.shape
+                both = np.stack([token_rows, dna.reverse_complement(token_rows)], axis=1).reshape(2 * n, length)
                 features = await self.batcher.submit(both)
-                n = token_rows.shape[0]
-                features = (features[:n] + features[n:]) * np.float32(0.5)  # scoring is linear in f
             else:
                 features = await self.batcher.submit(token_rows)
         finally:
             self.active_requests -= 1
-        return score(features, self.card.d_tech, weights, biological_only=biological_only)
+        scores = score(features, self.card.d_tech, weights, biological_only=biological_only)
+        return mean_groups(scores, 2) if paired else scores
 
     async def crop_features(self, long_tokens: np.ndarray, spec: EnsembleSpec) -> np.ndarray:
         """Trunk features [N × shifts × strands, D] of every shifted crop on each strand of windows read
@@ -159,7 +162,7 @@ class Engine:
         resolved = self.resolve_conditions(request.conditions)
         genome = self._require_genome("variants")
         strands = request.ensemble.strands if request.reverse_complement is None else 1 + request.reverse_complement
-        spec = EnsembleSpec(request.ensemble.shifts, strands)
+        spec = EnsembleSpec(request.ensemble.shifts, strands, request.ensemble.geometry)
         length = spec.read_length(self.card.seq_len)
         windows = [variant_windows(genome, v.chrom, v.pos, v.ref, v.alt, length, field=f"variants[{i}]")
                    for i, v in enumerate(request.variants)]
@@ -170,6 +173,10 @@ class Engine:
         results = [{"index": i, "id": v.id or f"{v.chrom}:{v.pos}:{v.ref}>{v.alt}", "chrom": v.chrom, "pos": v.pos,
                     "ref": v.ref, "alt": v.alt, "window_start": w.window_start, "effects": effects.row_json(i, tracks)}
                    for i, (v, w) in enumerate(zip(request.variants, windows))]
+        if request.return_features:
+            delta_bio, delta_tech = effects.delta_features()
+            for i, result in enumerate(results):
+                result["delta_f_bio"], result["delta_f_tech"] = delta_bio[i].tolist(), delta_tech[i].tolist()
         return {"model": self.card.model_name, "backend": self.backend.name,
                 "biological_only": request.biological_only, "reverse_complement": spec.strands == 2,
                 "ensemble": spec.to_json(),

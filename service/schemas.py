@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from mfd_common import tokens
 
-from .effects import MAX_SHIFTS, PAPER_SHIFTS, PAPER_STRANDS
+from .effects import DEFAULT_GEOMETRY, MAX_SHIFTS, PAPER_SHIFTS, PAPER_STRANDS
 from .variants import MAX_ALLELE_LENGTH
 
 ALPHABET = list(tokens.ALPHABET)
@@ -130,7 +130,11 @@ class PredictRequest(_Strict):
     biological_only: bool = Field(
         False, description="Report the biological component alone: technical features held at their mean (0).")
     reverse_complement: bool = Field(
-        False, description="Average each window with its reverse complement (both strands).")
+        False, description="Average each window with its reverse complement (both strands): each strand is scored "
+                           "and the probabilities averaged (the mean of the two sigmoids, as the authors' "
+                           "evaluation does; before issue 18 the features were averaged, which gave the sigmoid "
+                           "of the mean logit); logits and features are the means over the strands. A trunk "
+                           "exported with strand averaging averages the features inside.")
     return_features: bool = Field(
         False, description="Also return each window's feature vectors `f_bio` and `f_tech` (the embeddings).")
 
@@ -176,12 +180,16 @@ class Variant(_Strict):
 
 # ---- issue 11: shift × strand ensembling of variant effects (service/effects.py) ------------------------------
 class Ensemble(_Strict):
-    """Shifted crops × strands averaged per allele; the default is the paper's 7 × 2, `{shifts: 1, strands: 1}`
-    scores the single centred window."""
+    """Shifted crops × strands averaged per allele; the default is the paper's 7 × 2 in their gnomAD geometry,
+    `{shifts: 1, strands: 1, geometry: centred}` scores the single centred window."""
 
     shifts: int = Field(PAPER_SHIFTS, ge=1, le=MAX_SHIFTS,
-                        description="Crops at offsets 0 … shifts−1 of a window read shifts−1 bases longer.")
-    strands: Literal[1, 2] = Field(PAPER_STRANDS, description="2 averages each crop with its reverse complement.")
+                        description="Forward crops at offsets 0 … shifts−1 of a longer window (see `geometry`).")
+    strands: Literal[1, 2] = Field(PAPER_STRANDS, description="2 also scores reverse-complement crops.")
+    geometry: Literal["reference", "centred"] = Field(
+        DEFAULT_GEOMETRY, description="`reference`: the authors' gnomAD script (window read shifts+1 bases longer; "
+        "reverse crops cut from the reverse complement of the whole window, one position off the forward ones); "
+        "`centred`: window read shifts−1 bases longer, both strands of the same crops (docs/variant-effects.md).")
 
 
 class VariantRequest(_Strict):
@@ -193,6 +201,9 @@ class VariantRequest(_Strict):
     ensemble: Ensemble = Field(default_factory=Ensemble, description=Ensemble.__doc__)
     reverse_complement: Optional[bool] = Field(
         None, description="Older alias of `ensemble.strands` (true → 2, false → 1); overrides it when given.")
+    return_features: bool = Field(
+        False, description="Also return each variant's feature deltas `delta_f_bio` and `delta_f_tech` (alt − ref "
+                           "of the ensembled features).")
 
     @field_validator("variants", mode="before")
     @classmethod
@@ -265,8 +276,11 @@ class VariantResult(BaseModel):
     pos: int
     ref: str
     alt: str
-    window_start: int = Field(description="0-based genomic start of the ref window read (seq_len + shifts − 1 bases)")
+    window_start: int = Field(description="0-based genomic start of the ref window read (seq_len + shifts + 1 "
+                                          "bases for the reference geometry, seq_len + shifts − 1 for centred)")
     effects: list[Effect]
+    delta_f_bio: Optional[list[float]] = Field(None, description="alt − ref biological features (return_features).")
+    delta_f_tech: Optional[list[float]] = Field(None, description="alt − ref technical features (return_features).")
 
 
 class VariantResponse(BaseModel):

@@ -94,6 +94,11 @@ def test_reverse_complement_averaging(mfd_service, torchscript_reference):
     np.testing.assert_allclose(matrix(r.json(), "logit"), expected["logit"], atol=ATOL)
     plain = torchscript_reference.scores(sequences, ["ENCFF003"])
     assert not np.allclose(plain["logit"], expected["logit"], atol=1e-4)
+    # Probabilities are the mean of the strands' sigmoids (the authors' evaluation), not the sigmoid of the mean.
+    got = matrix(r.json(), "probability")
+    np.testing.assert_allclose(got, expected["probability"], atol=1e-6)
+    sigmoid_of_mean = 1 / (1 + np.exp(-expected["logit"]))
+    assert np.abs(got - sigmoid_of_mean).max() > 1e-4
 
 
 def test_intervals_read_through_the_fasta(mfd_service, service_genome, torchscript_reference):
@@ -134,7 +139,7 @@ def test_variant_effects_snv_and_indels(mfd_service, service_genome, torchscript
     ]
     conditions = ["ENCFF001", NEVER_MEASURED]
     r = post(mfd_service, "/predict_variants", {"variants": variants, "conditions": conditions,
-                                                "ensemble": {"shifts": 1, "strands": 1}})
+                                                "ensemble": {"shifts": 1, "strands": 1, "geometry": "centred"}})
     assert r.status_code == 200, r.text
     body = r.json()
     assert [v["id"] for v in body["results"]] == ["snv", f"chr1:{del_pos}:{variants[1]['ref']}>{variants[1]['alt']}",

@@ -19,7 +19,7 @@ from tests.fixtures.variant_effects import expected_effect
 
 def test_crops_are_every_offset_on_both_strands():
     rng = np.random.default_rng(0)
-    seq_len, spec = 11, EnsembleSpec(shifts=4, strands=2)
+    seq_len, spec = 11, EnsembleSpec(shifts=4, strands=2, geometry="centred")
     long = rng.integers(0, 5, size=(3, spec.read_length(seq_len)), dtype=np.uint8)
     out = crops(long, seq_len, spec)
     assert out.shape == (3 * 8, seq_len)
@@ -28,7 +28,7 @@ def test_crops_are_every_offset_on_both_strands():
             forward = long[n, i:i + seq_len]
             np.testing.assert_array_equal(out[n * 8 + 2 * i], forward)
             np.testing.assert_array_equal(out[n * 8 + 2 * i + 1], tokens.reverse_complement(forward))
-    np.testing.assert_array_equal(crops(long, seq_len, EnsembleSpec(4, 1))[5], long[1, 1:1 + seq_len])
+    np.testing.assert_array_equal(crops(long, seq_len, EnsembleSpec(4, 1, "centred"))[5], long[1, 1:1 + seq_len])
     with pytest.raises(ValueError, match="expected"):
         crops(long[:, 1:], seq_len, spec)
 
@@ -68,18 +68,20 @@ def test_engine_effects_equal_the_mean_of_independent_window_effects(exported_re
         finally:
             await engine.close()
 
-    body = asyncio.run(run({}))  # the default: the paper's 7 x 2
-    assert body["ensemble"] == {"shifts": 7, "strands": 2} and body["reverse_complement"] is True
+    body = asyncio.run(run({}))  # the default: the paper's 7 x 2 in their geometry
+    assert body["ensemble"] == {"shifts": 7, "strands": 2, "geometry": "reference"}
+    assert body["reverse_complement"] is True
     for v, result in zip(variants, body["results"]):
         expected = expected_effect(torchscript_reference, chrom, v["pos"], v["ref"], v["alt"], conditions)
         for quantity, atol in (("probability", 2e-6), ("logit", 5e-5), ("logit_bio", 5e-5), ("logit_tech", 5e-5)):
             got = [e[f"delta_{quantity}"] for e in result["effects"]]
             np.testing.assert_allclose(got, expected[quantity], atol=atol, err_msg=f"{v} {quantity}")
         single = expected_effect(torchscript_reference, chrom, v["pos"], v["ref"], v["alt"], conditions,
-                                 shifts=1, strands=1)
+                                 shifts=1, strands=1, geometry="centred")
         assert np.abs(np.array([e["delta_logit"] for e in result["effects"]]) - single["logit"]).max() > 1e-4
-    plain = asyncio.run(run({"shifts": 3, "strands": 1}))
-    expected = expected_effect(torchscript_reference, chrom, 4500, variants[0]["ref"], variants[0]["alt"],
-                               conditions, shifts=3, strands=1)
-    np.testing.assert_allclose([e["delta_logit"] for e in plain["results"][0]["effects"]], expected["logit"],
-                               atol=5e-5)
+    for geometry in ("centred", "reference"):
+        plain = asyncio.run(run({"shifts": 3, "strands": 1, "geometry": geometry}))
+        expected = expected_effect(torchscript_reference, chrom, 4500, variants[0]["ref"], variants[0]["alt"],
+                                   conditions, shifts=3, strands=1, geometry=geometry)
+        np.testing.assert_allclose([e["delta_logit"] for e in plain["results"][0]["effects"]], expected["logit"],
+                                   atol=5e-5, err_msg=geometry)

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..effects import PAPER_SHIFTS, PAPER_STRANDS
+from ..effects import DEFAULT_GEOMETRY, PAPER_SHIFTS, PAPER_STRANDS
 from . import tracks as tracks_mod
 from . import variants as variants_mod
 from .runtime import (add_engine_options, add_ensemble_options, ensemble_from, open_engine, parse_conditions,
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--on-error", choices=("skip", "fail"), default="skip",
                    help="skip: write the record with MFD_ERROR and count it (default); fail: stop at the first")
     add_engine_options(v)
-    add_ensemble_options(v, shifts=PAPER_SHIFTS, strands=PAPER_STRANDS)
+    add_ensemble_options(v, shifts=PAPER_SHIFTS, strands=PAPER_STRANDS, geometry=DEFAULT_GEOMETRY)
     _sharding_options(v, "records", 2000)
     v.set_defaults(run=run_variants)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from ..conditions import ResolvedCondition
-from ..effects import EnsembleSpec
+from ..effects import GEOMETRIES, EnsembleSpec
 from ..engine import Engine
 from ..errors import RequestError
 from ..settings import Settings
@@ -83,16 +83,22 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                        help="technical features held at their mean: the bias-free biological read-out")
 
 
-def add_ensemble_options(parser: argparse.ArgumentParser, *, shifts: int, strands: int) -> None:
+def add_ensemble_options(parser: argparse.ArgumentParser, *, shifts: int, strands: int,
+                         geometry: str | None = None) -> None:
+    """--shifts/--strands, and --geometry when a default is given (variant effects; tracks stay centred)."""
     group = parser.add_argument_group("ensembling (service.effects)")
     group.add_argument("--shifts", type=int, default=shifts, help=f"shifted crops per window (default {shifts})")
     group.add_argument("--strands", type=int, choices=(1, 2), default=strands,
                        help=f"1: forward only, 2: average with the reverse complement (default {strands})")
+    if geometry is not None:
+        group.add_argument("--geometry", choices=GEOMETRIES, default=geometry,
+                           help="reference: the authors' gnomAD crops; centred: crops around the centred window "
+                                f"(default {geometry}; docs/variant-effects.md)")
 
 
 def ensemble_from(args: argparse.Namespace) -> EnsembleSpec:
     try:
-        return EnsembleSpec(args.shifts, args.strands)
+        return EnsembleSpec(args.shifts, args.strands, getattr(args, "geometry", "centred"))
     except ValueError as exc:
         raise BatchError(f"--shifts/--strands: {exc}") from None
 

@@ -214,7 +214,7 @@ def _header(vin: Any, conditions: list[NamedCondition], resolved: list, spec: En
             biological_only: bool):
     header = vin.header.copy()
     header.add_line(f"##mfd_model={engine.card.model_name}")
-    header.add_line(f"##mfd_ensemble=shifts:{spec.shifts},strands:{spec.strands},"
+    header.add_line(f"##mfd_ensemble=shifts:{spec.shifts},strands:{spec.strands},geometry:{spec.geometry},"
                     f"biological_only:{str(biological_only).lower()}")
     what = {"probability": "probability", "logit": "logit", "logit_bio": "biological logit (f_bio.w_bio)",
             "logit_tech": "technical logit (f_tech.w_tech)"}
