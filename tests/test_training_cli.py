@@ -107,16 +107,20 @@ def test_ddp_two_processes_on_cpu(tiny_demo_dir, tmp_path):
     assert history(out)[0]["step"] == n_train // 2 // 16
 
 
-def test_cli_errors_are_clear(tiny_demo_dir, tmp_path):
+def test_cli_errors_are_clear(tiny_demo_dir, tmp_path, capsys):
+    """In-process (`main(argv)`, what `python -m training.train` runs): exit 2 and one line, no traceback."""
+    from training.train import main
     config = str(tiny_demo_dir / "config.yaml")
-    bad = cli("--config", config, "--out", str(tmp_path / "x"), "--set", "penalty.kind=cov")
-    assert bad.returncode == 2
-    assert "config: penalty.kind: must be one of none, covariance, adversarial" in bad.stderr
-    missing = cli("--config", config, "--out", str(tmp_path / "x"), "--set", "data.fasta=nowhere.fa")
-    assert missing.returncode == 2 and "nowhere.fa does not exist" in missing.stderr
-    not_fasta = cli("--config", config, "--out", str(tmp_path / "x"), "--set", "data.fasta=tracks.tsv")
-    assert not_fasta.returncode == 2 and "is not a FASTA file" in not_fasta.stderr
-    assert "Traceback" not in bad.stderr + missing.stderr + not_fasta.stderr
+    cases = {
+        "penalty.kind=cov": "config: penalty.kind: must be one of none, covariance, adversarial",
+        "data.fasta=nowhere.fa": "nowhere.fa does not exist",
+        "data.fasta=tracks.tsv": "is not a FASTA file",
+    }
+    for override, message in cases.items():
+        assert main(["--config", config, "--out", str(tmp_path / "x"), "--set", override]) == 2, override
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (override, err)
+        assert len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("kind", ["covariance+adversarial", "covariance+predictor"])

@@ -112,7 +112,7 @@ def use_deterministic_algorithms(use_cuda: bool) -> None:
     """Ask torch for its deterministic kernels where it has them (warn, don't fail, where it has none).
 
     On CPU this makes a run repeat bit for bit on the same machine and thread count; across CPUs (other SIMD
-    paths) and thread counts (other reduction orders) results still differ in the last bits, which 15 epochs of
+    paths) and thread counts (other reduction orders) results still differ in the last bits, which 20 epochs of
     training amplify: see docs/reproducibility.md. cuBLAS needs a fixed workspace for deterministic GEMMs.
     """
     if use_cuda:
