@@ -96,11 +96,12 @@ async def run_variants(args: argparse.Namespace) -> dict[str, Any]:
     conditions = parse_conditions(args.conditions)
     if not args.input.exists():
         raise BatchError(f"{args.input}: no such file")
-    total = variants_mod.count_records(args.input)
     work = WorkDir(args.work or args.out.with_name(args.out.name + ".mfd-work"))
-    count = len(shard_ranges(total, args.records_per_shard))
     async with open_engine(args, start=not args.merge_only) as engine:
         resolved = resolve(engine, conditions)
+        prepared = variants_mod.prepare(args, work, engine)
+        total = prepared.records
+        count = len(shard_ranges(total, args.records_per_shard))
         stat = args.input.stat()
         work.prepare({"kind": "variants", "input": str(args.input.resolve()), "input_bytes": stat.st_size,
                       "records": total, "records_per_shard": args.records_per_shard,
@@ -110,7 +111,8 @@ async def run_variants(args: argparse.Namespace) -> dict[str, Any]:
         computed = 0 if args.merge_only else await variants_mod.compute_shards(engine, args, work, total,
                                                                                conditions, spec)
         summary: dict[str, Any] = {"command": "variants", "records": total, "shards": count,
-                                   "shards_computed": computed, "ensemble": spec.to_json()}
+                                   "shards_computed": computed, "ensemble": spec.to_json(),
+                                   "input_format": prepared.kind, "input_rewritten": prepared.rewritten}
         if args.no_merge:
             return summary
         _merge_ready(args, work, count)

@@ -31,6 +31,7 @@ from ..schemas import Variant
 from ..variants import variant_windows
 from .runtime import NamedCondition, describe, resolve
 from .shards import BatchError, WorkDir, atomic_output, my_shards, shard_ranges
+from .vcf_input import PreparedInput, prepare_input
 
 #: INFO suffix per effect quantity (alt − ref of the ensembled value).
 SUFFIXES = {"probability": "DPROB", "logit": "DLOGIT", "logit_bio": "DBIO", "logit_tech": "DTECH"}
@@ -62,9 +63,37 @@ def open_input(path: Path, **options: Any):
         pysam.set_verbosity(verbosity)
 
 
+def prepare(args: argparse.Namespace, work: WorkDir, engine: Engine) -> PreparedInput:
+    """Sniff and, if needed, normalise the input (service.batch.vcf_input); `args.source` is what htslib reads."""
+    genome = engine.genome
+
+    def length(contig: str) -> int | None:
+        name = genome.resolve(contig) if genome is not None else None
+        return genome.lengths[name] if name is not None else None
+
+    prepared = prepare_input(args.input, work.root, length)
+    args.source = prepared.path
+    return prepared
+
+
+def _records(vcf: Any, path: Path) -> Iterator[Any]:
+    """htslib's records; a record it cannot parse ends the job with one line, not a traceback."""
+    ordinal = 0
+    iterator = iter(vcf)
+    while True:
+        try:
+            rec = next(iterator)
+        except StopIteration:
+            return
+        except (OSError, ValueError) as exc:
+            raise BatchError(f"{path}: record {ordinal + 1}: htslib cannot parse it ({exc})") from None
+        yield rec
+        ordinal += 1
+
+
 def read_records(path: Path) -> Iterator[Record]:
     with open_input(path, drop_samples=True) as vcf:
-        for ordinal, rec in enumerate(vcf):
+        for ordinal, rec in enumerate(_records(vcf, path)):
             yield Record(ordinal, rec.chrom, rec.pos, rec.id, rec.ref or "", tuple(rec.alts or ()))
 
 
@@ -88,14 +117,30 @@ class _Allele:
 
 def check_allele(record: Record, alt: str, field: str) -> Variant:
     """The allele as the service would accept it, or RequestError (kind names the reason)."""
-    if alt in ("*", ".", "") or alt.startswith("<") or "[" in alt or "]" in alt:
-        raise RequestError(f"{field}.alt", f"symbolic or missing ALT allele {alt!r} cannot be scored",
-                           kind="symbolic_allele")
+    reason = unscorable_alt(alt)
+    if reason is not None:
+        kind, what = reason
+        raise RequestError(f"{field}.alt", f"{what} {alt!r} cannot be scored", kind=kind)
     try:
         return Variant.model_validate({"chrom": record.chrom, "pos": record.pos, "ref": record.ref, "alt": alt})
     except ValidationError as exc:
         error = from_validation_error(exc)
         raise RequestError(f"{field}.{error.field}", error.message, kind="invalid_allele") from None
+
+
+def unscorable_alt(alt: str) -> tuple[str, str] | None:
+    """(error code, description) for ALT alleles that are not sequence: scored as nothing, reported per allele."""
+    if alt in (".", ""):
+        return "missing_alt", "missing ALT allele"
+    if alt == "*":
+        return "spanning_deletion", "spanning deletion allele"
+    if alt in ("<NON_REF>", "<*>"):
+        return "reference_block", "gVCF 'any other allele'"
+    if alt.startswith("<"):
+        return "symbolic_allele", "symbolic ALT allele"
+    if "[" in alt or "]" in alt or (len(alt) > 1 and (alt.startswith(".") or alt.endswith("."))):
+        return "breakend", "breakend ALT allele"
+    return None
 
 
 async def score_shard(engine: Engine, records: list[Record], resolved: list, spec: EnsembleSpec, *,
@@ -151,7 +196,7 @@ async def compute_shards(engine: Engine, args: argparse.Namespace, work: WorkDir
     chunk: list[Record] = []
     current = -1
     with progress:
-        for record in read_records(args.input):
+        for record in read_records(args.source):
             shard = record.ordinal // args.records_per_shard
             if shard not in wanted:
                 continue
@@ -240,11 +285,11 @@ def write_vcf(args: argparse.Namespace, work: WorkDir, count: int, fmt: str, con
 
     errors: list[list[str]] = []
     mode = {"vcf.gz": "wz", "bcf": "wb", "vcf": "w"}[fmt]
-    with open_input(args.input) as vin, atomic_output(args.out) as tmp:
+    with open_input(args.source) as vin, atomic_output(args.out) as tmp:
         header = _header(vin, conditions, resolved, spec, engine, args.biological_only)
         with pysam.VariantFile(str(tmp), mode, header=header) as vout:
             groups = _grouped(work, count)
-            for ordinal, rec in enumerate(vin):
+            for ordinal, rec in enumerate(_records(vin, args.input)):
                 got, alleles = next(groups, (None, []))
                 if got != ordinal:
                     raise BatchError(f"shard files do not match the input at record {ordinal + 1}; "
@@ -260,7 +305,26 @@ def write_vcf(args: argparse.Namespace, work: WorkDir, count: int, fmt: str, con
                                    (rec.alts or (".",))[a] if rec.alts else ".", code, message]
                                   for a, (_, code, message) in enumerate(alleles) if code)
                 vout.write(rec)
+    if fmt in ("vcf.gz", "bcf"):
+        write_index(args.out, fmt)
     return errors
+
+
+def write_index(out: Path, fmt: str) -> Path | None:
+    """Tabix index (.tbi) beside a .vcf.gz, CSI (.csi) beside a .bcf; an unsorted input gets none (logged)."""
+    import pysam
+
+    suffix = ".csi" if fmt == "bcf" else ".tbi"
+    index = out.with_name(out.name + suffix)
+    index.unlink(missing_ok=True)
+    try:
+        pysam.tabix_index(str(out), preset="vcf", force=True, keep_original=True, csi=fmt == "bcf")
+    except (OSError, ValueError) as exc:
+        index.unlink(missing_ok=True)
+        print(f"note: {out} was not indexed ({exc}); records keep the input's order, which may be unsorted",
+              file=sys.stderr)
+        return None
+    return index
 
 
 def write_table(args: argparse.Namespace, work: WorkDir, count: int, conditions: list[NamedCondition]) -> list[list[str]]:
@@ -268,7 +332,7 @@ def write_table(args: argparse.Namespace, work: WorkDir, count: int, conditions:
     columns = ["chrom", "pos", "id", "ref", "alt", "error"] + [
         f"{named.name}.delta_{quantity}" for named in conditions for quantity in QUANTITIES]
     opener = gzip.open if args.out.name.endswith(".gz") else open
-    records = read_records(args.input)
+    records = read_records(args.source)
     with atomic_output(args.out) as tmp:
         with opener(tmp, "wt", newline="") as handle:
             writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
