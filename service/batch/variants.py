@@ -279,32 +279,61 @@ def _header(vin: Any, conditions: list[NamedCondition], resolved: list, spec: En
     return header
 
 
+def _info_value(value: float) -> str:
+    return "." if np.isnan(value) else f"{value:g}"
+
+
+def _annotated(line: str, extra: list[str]) -> str:
+    """`line` (one VCF record as htslib formats it) with `extra` INFO entries appended; nothing else changes."""
+    fields = line.rstrip("\n").split("\t", 8)
+    if extra:
+        fields[7] = ";".join(extra) if fields[7] == "." else fields[7] + ";" + ";".join(extra)
+    return "\t".join(fields) + "\n"
+
+
 def write_vcf(args: argparse.Namespace, work: WorkDir, count: int, fmt: str, conditions: list[NamedCondition],
               resolved: list, spec: EnsembleSpec, engine: Engine) -> list[list[str]]:
+    """The input records, in order, each with our INFO entries appended to its text.
+
+    Records are never modified through pysam's INFO setter: it adds an `END` to every record with a symbolic
+    allele (a gVCF's `A,<NON_REF>` gets `END=pos`), which would change records we only annotate. So each record
+    is formatted by htslib as read and our entries are appended to its INFO column; the text is written as VCF
+    (BGZF for .vcf.gz), and for .bcf converted by htslib (read and written unmodified)."""
     import pysam
 
     errors: list[list[str]] = []
-    mode = {"vcf.gz": "wz", "bcf": "wb", "vcf": "w"}[fmt]
+    text_path = work.root / "merged.vcf.gz" if fmt == "bcf" else None
     with open_input(args.source) as vin, atomic_output(args.out) as tmp:
         header = _header(vin, conditions, resolved, spec, engine, args.biological_only)
-        with pysam.VariantFile(str(tmp), mode, header=header) as vout:
+        target = text_path or tmp
+        handle = pysam.BGZFile(str(target), "wb") if fmt in ("vcf.gz", "bcf") else open(target, "wb")
+        with handle:
+            handle.write(str(header).encode())
             groups = _grouped(work, count)
+            buffer: list[str] = []
             for ordinal, rec in enumerate(_records(vin, args.input)):
                 got, alleles = next(groups, (None, []))
                 if got != ordinal:
                     raise BatchError(f"shard files do not match the input at record {ordinal + 1}; "
                                      "was the input changed? remove the work directory and rerun")
-                rec.translate(vout.header)
-                for k, named in enumerate(conditions if rec.alts else ()):
-                    for q, quantity in enumerate(QUANTITIES):
-                        rec.info[info_key(named.name, quantity)] = tuple(
-                            None if np.isnan(v[q, k]) else float(v[q, k]) for v, _, _ in alleles)
+                extra = [f"{info_key(named.name, quantity)}={','.join(_info_value(v[q, k]) for v, _, _ in alleles)}"
+                         for k, named in enumerate(conditions if rec.alts else ())
+                         for q, quantity in enumerate(QUANTITIES)]
                 if any(code for _, code, _ in alleles):
-                    rec.info[ERROR_FIELD] = tuple(code or "." for _, code, _ in alleles)
+                    extra.append(f"{ERROR_FIELD}={','.join(code or '.' for _, code, _ in alleles)}")
                     errors.extend([str(ordinal + 1), rec.chrom, str(rec.pos), rec.id or ".", rec.ref or ".",
                                    (rec.alts or (".",))[a] if rec.alts else ".", code, message]
                                   for a, (_, code, message) in enumerate(alleles) if code)
-                vout.write(rec)
+                buffer.append(_annotated(str(rec), extra))
+                if len(buffer) >= 4096:
+                    handle.write("".join(buffer).encode())
+                    buffer = []
+            handle.write("".join(buffer).encode())
+        if text_path is not None:
+            with open_input(text_path) as text, pysam.VariantFile(str(tmp), "wb", header=text.header) as vout:
+                for rec in _records(text, text_path):
+                    vout.write(rec)
+            text_path.unlink()
     if fmt in ("vcf.gz", "bcf"):
         write_index(args.out, fmt)
     return errors

@@ -89,11 +89,11 @@ def _scan(path: Path, kind: str) -> _Scan:
         with _text(path, kind) as handle:
             number = 0
             for number, line in enumerate(handle, start=1):
+                if number == 1 and not line.startswith("##fileformat=VCF"):
+                    raise BatchError(f"{path}:1: not a VCF (the first line must be ##fileformat=VCFv4.x)")
                 if line.startswith("#"):
                     if records:
                         raise BatchError(f"{path}:{number}: header line after the first record")
-                    if number == 1 and not line.startswith("##fileformat=VCF"):
-                        raise BatchError(f"{path}:1: not a VCF (the first line must be ##fileformat=VCFv4.x)")
                     header.append(line if line.endswith("\n") else line + "\n")
                     continue
                 if not line.strip():
