@@ -16,10 +16,13 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import os
 import sys
+import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from pydantic import ValidationError
@@ -292,7 +295,7 @@ def _annotated(line: str, extra: list[str]) -> str:
 
 
 def write_vcf(args: argparse.Namespace, work: WorkDir, count: int, fmt: str, conditions: list[NamedCondition],
-              resolved: list, spec: EnsembleSpec, engine: Engine) -> list[list[str]]:
+              resolved: list, spec: EnsembleSpec, engine: Engine, errors: ErrorReport) -> None:
     """The input records, in order, each with our INFO entries appended to its text.
 
     Records are never modified through pysam's INFO setter: it adds an `END` to every record with a symbolic
@@ -301,7 +304,6 @@ def write_vcf(args: argparse.Namespace, work: WorkDir, count: int, fmt: str, con
     (BGZF for .vcf.gz), and for .bcf converted by htslib (read and written unmodified)."""
     import pysam
 
-    errors: list[list[str]] = []
     text_path = work.root / "merged.vcf.gz" if fmt == "bcf" else None
     with open_input(args.source) as vin, atomic_output(args.out) as tmp:
         header = _header(vin, conditions, resolved, spec, engine, args.biological_only)
@@ -336,7 +338,6 @@ def write_vcf(args: argparse.Namespace, work: WorkDir, count: int, fmt: str, con
             text_path.unlink()
     if fmt in ("vcf.gz", "bcf"):
         write_index(args.out, fmt)
-    return errors
 
 
 def write_index(out: Path, fmt: str) -> Path | None:
@@ -356,8 +357,8 @@ def write_index(out: Path, fmt: str) -> Path | None:
     return index
 
 
-def write_table(args: argparse.Namespace, work: WorkDir, count: int, conditions: list[NamedCondition]) -> list[list[str]]:
-    errors: list[list[str]] = []
+def write_table(args: argparse.Namespace, work: WorkDir, count: int, conditions: list[NamedCondition],
+                errors: ErrorReport) -> None:
     columns = ["chrom", "pos", "id", "ref", "alt", "error"] + [
         f"{named.name}.delta_{quantity}" for named in conditions for quantity in QUANTITIES]
     opener = gzip.open if args.out.name.endswith(".gz") else open
@@ -377,19 +378,42 @@ def write_table(args: argparse.Namespace, work: WorkDir, count: int, conditions:
                             for k in range(len(conditions)) for q in range(len(QUANTITIES))]
                     writer.writerow(row)
                     if code:
-                        errors.append([str(ordinal + 1), record.chrom, str(record.pos), record.id or ".", record.ref,
-                                       alt, code, message])
-    return errors
+                        errors.extend([[str(ordinal + 1), record.chrom, str(record.pos), record.id or ".",
+                                        record.ref, alt, code, message]])
 
 
-def write_error_report(out: Path, errors: list[list[str]]) -> Path | None:
-    path = out.with_name(out.name + ".errors.tsv")
-    if not errors:
-        path.unlink(missing_ok=True)
+class ErrorReport:
+    """`<out>.errors.tsv`, streamed while merging (a gVCF may hold millions of reference blocks: memory stays
+    bounded) to a temporary name beside it and renamed on `finish`; counts per error code for the summary."""
+
+    COLUMNS = ["record", "chrom", "pos", "id", "ref", "alt", "error", "message"]
+
+    def __init__(self, out: Path):
+        self.path = out.with_name(out.name + ".errors.tsv")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.counts: Counter[str] = Counter()
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+        self._tmp = Path(tmp)
+        self._handle = os.fdopen(fd, "w", newline="")
+        self._writer = csv.writer(self._handle, delimiter="\t", lineterminator="\n")
+        self._writer.writerow(self.COLUMNS)
+
+    def extend(self, rows: Iterable[list[str]]) -> None:
+        for row in rows:
+            self.counts[row[6]] += 1
+            self._writer.writerow(row)
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+    def finish(self, ok: bool = True) -> Path | None:
+        """After a successful run: the report under its name if there were errors (else an old one removed).
+        After a failed run (`ok=False`): only the temporary file is removed."""
+        self._handle.close()
+        if ok and self.counts:
+            os.replace(self._tmp, self.path)
+            return self.path
+        self._tmp.unlink(missing_ok=True)
+        if ok:
+            self.path.unlink(missing_ok=True)
         return None
-    with atomic_output(path) as tmp:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            writer.writerow(["record", "chrom", "pos", "id", "ref", "alt", "error", "message"])
-            writer.writerows(errors)
-    return path
