@@ -69,13 +69,14 @@ def test_tracks_of_a_bed_of_regions(exported_repository, torchscript_reference, 
     of its regions' bins into one bigWig; a malformed line exits 2 naming file:line and writes nothing."""
     genome = write_genome(tmp_path / "genome.fa", {"chr3": 8000, "chr5": 6000}, seed=6)
     bed = tmp_path / "regions.bed"
-    bed.write_text("track name=peaks\n# a comment\n3\t1000\t1300\tpeak1\t0\t+\nchr3\t1200\t1500\tpeak2\n"
+    bed.write_text("track name=peaks\n# a comment\n3\t3000\t3300\tpeak1\t0\t+\nchr3\t3200\t3500\tpeak2\n"
                    "5\t4000\t4100\tpeak3\n")
     out = tmp_path / "tracks"
     result = batch(["tracks", bed, "--fasta", genome.path, "--conditions", "ENCFF003", "--out", out,
                     "--bins-per-shard", "3"], exported_repository)
     summary = json.loads(result.stdout)
-    expected = [("chr3", b) for b in range(1000 // 128, -(-1500 // 128))] + [("chr5", 4000 // 128), ("chr5", 4096 // 128)]
+    expected = [("chr3", b) for b in range(3000 // 128, -(-3500 // 128))] + [("chr5", 4000 // 128),
+                                                                            ("chr5", 4096 // 128)]
     assert summary["regions"] == 3 and summary["bins"] == len(expected) and summary["bins_empty"] == 0
     seq_len = torchscript_reference.card.seq_len
     flank = (seq_len - 128) // 2
