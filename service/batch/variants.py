@@ -347,13 +347,16 @@ def write_index(out: Path, fmt: str) -> Path | None:
     suffix = ".csi" if fmt == "bcf" else ".tbi"
     index = out.with_name(out.name + suffix)
     index.unlink(missing_ok=True)
+    verbosity = pysam.set_verbosity(0)  # htslib's own lines would repeat ours
     try:
         pysam.tabix_index(str(out), preset="vcf", force=True, keep_original=True, csi=fmt == "bcf")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError):
         index.unlink(missing_ok=True)
-        print(f"note: {out} was not indexed ({exc}); records keep the input's order, which may be unsorted",
-              file=sys.stderr)
+        print(f"note: {out} was not indexed: the input is not sorted by position (records keep the input's "
+              "order); sort it with `bcftools sort` for an indexed output", file=sys.stderr)
         return None
+    finally:
+        pysam.set_verbosity(verbosity)
     return index
 
 
