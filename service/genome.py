@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import RequestError
 
 #: Anything but A, C, G, T becomes N (IUPAC ambiguity codes, U, gaps), after upper-casing.
-_TO_N = str.maketrans({c: "N" for c in "RYKMSWBDHVUX-.*" + "ryksmwbdhvux"})
+_TO_N = str.maketrans({c: "N" for c in "RYKMSWBDHVUX-.*"})
 
 
 class GenomeError(ValueError):
@@ -67,7 +67,7 @@ class Genome:
         self._lock = threading.Lock()  # pyfaidx / htslib share one file handle
 
     def close(self) -> None:
-        (self._fasta or self._faidx).close()
+        (self._fasta if self._fasta is not None else self._faidx).close()
 
     def resolve(self, chrom: str) -> str | None:
         """The FASTA's name for `chrom` (`1` ↔ `chr1`, `MT` ↔ `chrM`), or None if it has none."""
