@@ -16,6 +16,7 @@ Records are copied byte for byte. Memory stays bounded whatever the file size.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import sys
 import zlib
@@ -139,7 +140,11 @@ def prepare_input(path: Path, work_root: Path, contig_length: Callable[[str], Op
         extra.append(END_LINE + "\n")
     header = scan.header[:-1] + extra + scan.header[-1:]
     work_root.mkdir(parents=True, exist_ok=True)
-    target = work_root / "input.vcf.gz"
+    # Named by the input's identity: a work directory of another job (refused later by its manifest) never has
+    # its copy overwritten, and parallel workers of one job write the same bytes to the same name.
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = work_root / f"input-{key}.vcf.gz"
     _rewrite(path, kind, header, target)
     why = []
     if kind == "gzip":
