@@ -4,6 +4,11 @@ Coordinates are BED-style: 0-based, half-open `[start, end)`. Anything that woul
 (or names one the FASTA lacks) is a client error naming the field, never a silently shortened or padded window.
 Chromosome names are matched across the two naming schemes (UCSC `chr1`/`chrM`, Ensembl/NCBI `1`/`MT`), because
 VCFs and FASTAs of the same build routinely disagree on it; a name the FASTA has exactly always wins.
+
+Reference FASTAs as published (issue 17): soft-masked lower case (UCSC) is upper-cased and IUPAC ambiguity codes
+(R, Y, K, …) become N, as the reference pipeline reads them; a plain FASTA is read by pyfaidx (its `.fai` built
+when missing or stale); a BGZF FASTA (`bgzip genome.fa`) is read by htslib through pysam with its `.fai` + `.gzi`
+(built when missing). A plain-gzip FASTA cannot be read at random: the error says to recompress it with bgzip.
 """
 from __future__ import annotations
 
@@ -12,21 +17,57 @@ from pathlib import Path
 
 from .errors import RequestError
 
+#: Anything but A, C, G, T becomes N (IUPAC ambiguity codes, U, gaps), after upper-casing.
+_TO_N = str.maketrans({c: "N" for c in "RYKMSWBDHVUX-.*"})
+
+
+class GenomeError(ValueError):
+    """The reference FASTA cannot be opened; the message says why and what to do."""
+
+
+def _compression(path: Path) -> str:
+    """`bgzf`, `gzip` or `plain`, from the first bytes."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(18)
+    except OSError as exc:
+        raise GenomeError(f"{path}: cannot read the reference FASTA ({exc.strerror})") from None
+    if head[:2] != b"\x1f\x8b":
+        return "plain"
+    return "bgzf" if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC" else "gzip"
+
 
 class Genome:
     def __init__(self, fasta: str | Path):
-        import pyfaidx
-
         self.path = Path(fasta)
-        # pyfaidx builds the .fai index on first open (and rebuilds a stale one: a .fai older than its FASTA
-        # would silently return wrong bases); sequences are read lazily from disk.
-        self._fasta = pyfaidx.Fasta(str(self.path), as_raw=True, sequence_always_upper=True,
-                                    rebuild=True, build_index=True)
-        self.lengths = {name: len(record) for name, record in self._fasta.records.items()}
-        self._lock = threading.Lock()  # pyfaidx shares one file handle
+        kind = _compression(self.path)
+        if kind == "gzip":
+            raise GenomeError(f"{self.path}: plain gzip cannot be read at random positions; recompress it with "
+                              f"`zcat {self.path} | bgzip > genome.fa.gz` (or decompress it)")
+        try:
+            if kind == "bgzf":
+                import pysam
+
+                # htslib reads the .fai and .gzi beside the file and builds them when missing.
+                self._faidx = pysam.FastaFile(str(self.path))
+                self.lengths = dict(zip(self._faidx.references, self._faidx.lengths))
+                self._fasta = None
+            else:
+                import pyfaidx
+
+                # pyfaidx builds the .fai index on first open (and rebuilds a stale one: a .fai older than its
+                # FASTA would silently return wrong bases); sequences are read lazily from disk.
+                self._fasta = pyfaidx.Fasta(str(self.path), as_raw=True, sequence_always_upper=True,
+                                            rebuild=True, build_index=True)
+                self.lengths = {name: len(record) for name, record in self._fasta.records.items()}
+        except (OSError, ValueError, RuntimeError) as exc:
+            where = "beside it" if kind == "plain" else "(.fai and .gzi) beside it"
+            raise GenomeError(f"{self.path}: cannot open or index the reference FASTA ({exc}); build the index "
+                              f"{where} with `samtools faidx {self.path}` in a writable directory") from None
+        self._lock = threading.Lock()  # pyfaidx / htslib share one file handle
 
     def close(self) -> None:
-        self._fasta.close()
+        (self._fasta if self._fasta is not None else self._faidx).close()
 
     def resolve(self, chrom: str) -> str | None:
         """The FASTA's name for `chrom` (`1` ↔ `chr1`, `MT` ↔ `chrM`), or None if it has none."""
@@ -55,4 +96,8 @@ class Genome:
             raise RequestError(f"{field}.end", f"end {end} must be greater than start {start}")
         name = self.resolve(chrom)
         with self._lock:
-            return str(self._fasta[name][start:end])
+            if self._fasta is not None:
+                sequence = str(self._fasta[name][start:end])
+            else:
+                sequence = self._faidx.fetch(name, start, end).upper()
+        return sequence.translate(_TO_N)

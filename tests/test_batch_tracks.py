@@ -62,3 +62,36 @@ def test_batch_job_manifests_validate_and_agree(tmp_path):
     selector = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
     for job in jobs.values():
         assert selector.items() <= job["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_tracks_of_a_bed_of_regions(exported_repository, torchscript_reference, tmp_path):
+    """A BED (header lines, Ensembl names on a UCSC FASTA, overlapping regions, two chromosomes) scores the union
+    of its regions' bins into one bigWig; a malformed line exits 2 naming file:line and writes nothing."""
+    genome = write_genome(tmp_path / "genome.fa", {"chr3": 8000, "chr5": 6000}, seed=6)
+    bed = tmp_path / "regions.bed"
+    bed.write_text("track name=peaks\n# a comment\n3\t3000\t3300\tpeak1\t0\t+\nchr3\t3200\t3500\tpeak2\n"
+                   "5\t4000\t4100\tpeak3\n")
+    out = tmp_path / "tracks"
+    result = batch(["tracks", bed, "--fasta", genome.path, "--conditions", "ENCFF003", "--out", out,
+                    "--bins-per-shard", "3"], exported_repository)
+    summary = json.loads(result.stdout)
+    expected = [("chr3", b) for b in range(3000 // 128, -(-3500 // 128))] + [("chr5", 4000 // 128),
+                                                                            ("chr5", 4096 // 128)]
+    assert summary["regions"] == 3 and summary["bins"] == len(expected) and summary["bins_empty"] == 0
+    seq_len = torchscript_reference.card.seq_len
+    flank = (seq_len - 128) // 2
+    bw = pyBigWig.open(str(out / "ENCFF003.bw"))
+    got = [(c, s, e, v) for c in ("chr3", "chr5") for s, e, v in (bw.intervals(c) or ())]
+    bw.close()
+    assert [(c, s, e) for c, s, e, _ in got] == [(c, b * 128, b * 128 + 128) for c, b in expected]
+    windows = [genome.sequences[c][b * 128 - flank:b * 128 - flank + seq_len] for c, b in expected]
+    fwd = torchscript_reference.scores(windows, ["ENCFF003"])["probability"][:, 0]
+    rev = torchscript_reference.scores([reverse_complement(w) for w in windows], ["ENCFF003"])["probability"][:, 0]
+    np.testing.assert_allclose([v for *_, v in got], (fwd + rev) / 2, atol=2e-6)
+
+    bad = tmp_path / "bad.bed"
+    bad.write_text("chr3\t100\t200\nchr3\t300\n")
+    failed = batch(["tracks", bad, "--fasta", genome.path, "--conditions", "ENCFF003", "--out", tmp_path / "bad"],
+                   exported_repository, check=False)
+    assert failed.returncode == 2 and f"{bad}:2:" in failed.stderr and "Traceback" not in failed.stderr
+    assert not list((tmp_path / "bad").glob("*.bw"))

@@ -17,7 +17,6 @@ import asyncio
 import json
 import shutil
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(run=run_variants)
 
     t = sub.add_parser("tracks", help="predicted tracks of a region as bigWig files, one per condition")
-    t.add_argument("region", help="chrom:start-end (1-based, inclusive) or a chromosome name")
+    t.add_argument("region", help="chrom:start-end (1-based, inclusive), a chromosome name, or a BED file of regions")
     t.add_argument("--out", type=Path, required=True, help="output directory for <condition>[.bio].bw")
     t.add_argument("--value", choices=("probability", "logit"), default="probability")
     t.add_argument("--with-biological", action="store_true",
@@ -96,11 +95,12 @@ async def run_variants(args: argparse.Namespace) -> dict[str, Any]:
     conditions = parse_conditions(args.conditions)
     if not args.input.exists():
         raise BatchError(f"{args.input}: no such file")
-    total = variants_mod.count_records(args.input)
     work = WorkDir(args.work or args.out.with_name(args.out.name + ".mfd-work"))
-    count = len(shard_ranges(total, args.records_per_shard))
     async with open_engine(args, start=not args.merge_only) as engine:
         resolved = resolve(engine, conditions)
+        prepared = variants_mod.prepare(args, work, engine)
+        total = prepared.records
+        count = len(shard_ranges(total, args.records_per_shard))
         stat = args.input.stat()
         work.prepare({"kind": "variants", "input": str(args.input.resolve()), "input_bytes": stat.st_size,
                       "records": total, "records_per_shard": args.records_per_shard,
@@ -110,18 +110,24 @@ async def run_variants(args: argparse.Namespace) -> dict[str, Any]:
         computed = 0 if args.merge_only else await variants_mod.compute_shards(engine, args, work, total,
                                                                                conditions, spec)
         summary: dict[str, Any] = {"command": "variants", "records": total, "shards": count,
-                                   "shards_computed": computed, "ensemble": spec.to_json()}
+                                   "shards_computed": computed, "ensemble": spec.to_json(),
+                                   "input_format": prepared.kind, "input_rewritten": prepared.rewritten}
         if args.no_merge:
             return summary
         _merge_ready(args, work, count)
         alleles = sum(len(work.load(i)["ordinal"]) for i in range(count))
-        if fmt == "tsv":
-            errors = variants_mod.write_table(args, work, count, conditions)
-        else:
-            errors = variants_mod.write_vcf(args, work, count, fmt, conditions, resolved, spec, engine)
-    report = variants_mod.write_error_report(args.out, errors)
+        errors = variants_mod.ErrorReport(args.out)
+        try:
+            if fmt == "tsv":
+                variants_mod.write_table(args, work, count, conditions, errors)
+            else:
+                variants_mod.write_vcf(args, work, count, fmt, conditions, resolved, spec, engine, errors)
+        except BaseException:
+            errors.finish(ok=False)
+            raise
+    report = errors.finish()
     summary.update({"out": str(args.out), "format": fmt, "alleles": alleles, "scored": alleles - len(errors),
-                    "errors": dict(Counter(e[6] for e in errors)), "error_report": str(report) if report else None})
+                    "errors": dict(errors.counts), "error_report": str(report) if report else None})
     if not args.keep_work:
         shutil.rmtree(work.root, ignore_errors=True)
     return summary
@@ -134,24 +140,29 @@ async def run_tracks(args: argparse.Namespace) -> dict[str, Any]:
     work = WorkDir(args.work or args.out / ".mfd-work")
     async with open_engine(args, start=not args.merge_only) as engine:
         assert engine.genome is not None
-        region = tracks_mod.parse_region(args.region, engine.genome)
+        regions = tracks_mod.parse_regions(args.region, engine.genome)
         resolve(engine, conditions)
         bin_size = tracks_mod.bin_size_of(engine)
-        count = tracks_mod.shard_count(engine, region, args.bins_per_shard)
-        work.prepare({"kind": "tracks", "region": [region.chrom, region.start, region.end], "bin_size": bin_size,
+        grid = tracks_mod.grid_of(regions, engine.genome, bin_size)
+        count = tracks_mod.shard_count(grid, args.bins_per_shard)
+        where = ([regions[0].chrom, regions[0].start, regions[0].end] if len(regions) == 1
+                 else {"bed": str(Path(args.region).resolve()), "bins": grid.digest()})
+        work.prepare({"kind": "tracks", "region": where, "bin_size": bin_size,
                       "bins_per_shard": args.bins_per_shard, "value": args.value,
                       "outputs": tracks_mod.outputs(args), "conditions": [[c.name, c.value] for c in conditions],
                       "ensemble": spec.to_json(), "model": engine.card.model_name,
                       "checksums": engine.card.checksums})
-        computed = 0 if args.merge_only else await tracks_mod.compute_shards(engine, args, work, region,
+        computed = 0 if args.merge_only else await tracks_mod.compute_shards(engine, args, work, grid,
                                                                              conditions, spec)
-        summary: dict[str, Any] = {"command": "tracks", "region": f"{region.chrom}:{region.start + 1}-{region.end}",
-                                   "bin_size": bin_size, "shards": count, "shards_computed": computed,
-                                   "ensemble": spec.to_json()}
+        first = regions[0]
+        summary: dict[str, Any] = {"command": "tracks", "region": f"{first.chrom}:{first.start + 1}-{first.end}"
+                                   if len(regions) == 1 else args.region, "regions": len(regions),
+                                   "bins": len(grid.bins), "bin_size": bin_size, "shards": count,
+                                   "shards_computed": computed, "ensemble": spec.to_json()}
         if args.no_merge:
             return summary
         _merge_ready(args, work, count)
-        files, skipped = tracks_mod.write_bigwigs(args, work, count, region, engine.genome, conditions, bin_size)
+        files, skipped = tracks_mod.write_bigwigs(args, work, count, grid, engine.genome, conditions, bin_size)
     summary.update({"files": [str(f) for f in files], "bins_empty": skipped})
     if not args.keep_work:
         shutil.rmtree(work.root, ignore_errors=True)

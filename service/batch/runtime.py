@@ -19,6 +19,7 @@ from ..conditions import ResolvedCondition
 from ..effects import GEOMETRIES, EnsembleSpec
 from ..engine import Engine
 from ..errors import RequestError
+from ..genome import GenomeError
 from ..settings import Settings
 from .shards import BatchError
 
@@ -121,7 +122,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 @contextlib.asynccontextmanager
 async def open_engine(args: argparse.Namespace, *, start: bool = True) -> AsyncIterator[Engine]:
     """The engine; `start=False` (merging only) loads the card, codec and genome but never the backend."""
-    engine = Engine(settings_from(args))
+    try:
+        engine = Engine(settings_from(args))
+    except GenomeError as exc:
+        raise BatchError(str(exc)) from None
     try:
         if start:
             await engine.start()

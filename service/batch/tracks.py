@@ -6,12 +6,15 @@ genome's bin grid, each bin scored from the window centred on it, and every cond
 entries are the bins: `DIR/<condition>.bw` (the prediction) and, with `--with-biological` or
 `--biological-only`, `DIR/<condition>.bio.bw` (technical features at their mean: the bias-free part), which open
 side by side in IGV. Bins whose window would run off the chromosome are left empty (counted). Region syntax is
-samtools': 1-based, inclusive, commas allowed; a bare chromosome name means all of it. Bins are cut into shards
-of `--bins-per-shard` and resume like the variant shards (service.batch.shards).
+samtools': 1-based, inclusive, commas allowed; a bare chromosome name means all of it. Instead of a region, a BED
+file of regions (0-based, half-open; `track`/`browser`/`#` lines skipped; extra columns ignored; `1` ↔ `chr1`
+naming as for variants) scores the union of their bins, every chromosome in one bigWig per condition. Bins are
+cut into shards of `--bins-per-shard` and resume like the variant shards (service.batch.shards).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import sys
 from dataclasses import dataclass
@@ -53,6 +56,68 @@ def parse_region(text: str, genome: Genome) -> Region:
     return Region(name, start - 1, end)
 
 
+def read_bed(path: Path, genome: Genome) -> list[Region]:
+    """Regions of a BED file (0-based, half-open); a bad line ends the job naming `file:line`."""
+    regions: list[Region] = []
+    try:
+        handle = open(path, encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise BatchError(f"{path}: cannot read ({exc.strerror})") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip() or line.startswith(("#", "track", "browser")):
+                continue
+            fields = line.rstrip("\r\n").split("\t")
+            if len(fields) < 3:
+                fields = line.split()
+            if len(fields) < 3 or not fields[1].isdigit() or not fields[2].isdigit():
+                raise BatchError(f"{path}:{number}: a BED line needs chrom, start and end (non-negative integers, "
+                                 "tab-separated)")
+            name = genome.resolve(fields[0])
+            if name is None:
+                raise BatchError(f"{path}:{number}: unknown chromosome {fields[0]!r} "
+                                 f"(the FASTA has {', '.join(list(genome.lengths)[:20])})")
+            start, end = int(fields[1]), int(fields[2])
+            if end <= start or end > genome.lengths[name]:
+                raise BatchError(f"{path}:{number}: need start < end <= {genome.lengths[name]} (length of {name})")
+            regions.append(Region(name, start, end))
+    if not regions:
+        raise BatchError(f"{path}: no regions")
+    return regions
+
+
+def parse_regions(text: str, genome: Genome) -> list[Region]:
+    """One region (`chrom:start-end` or a chromosome name) or, if `text` names a file, the regions of that BED."""
+    path = Path(text)
+    if path.is_file():
+        return read_bed(path, genome)
+    return [parse_region(text, genome)]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The genome bins to score: `chrom[i]` (index into `names`) and `bins[i]`, sorted in FASTA order, unique."""
+    names: list[str]
+    chrom: np.ndarray
+    bins: np.ndarray
+
+    def digest(self) -> str:
+        sha = hashlib.sha256(",".join(self.names).encode())
+        sha.update(self.chrom.tobytes())
+        sha.update(self.bins.tobytes())
+        return sha.hexdigest()
+
+
+def grid_of(regions: list[Region], genome: Genome, bin_size: int) -> Grid:
+    names = list(genome.lengths)
+    order = {name: i for i, name in enumerate(names)}
+    per_region = [region_bins(r, bin_size) for r in regions]
+    chrom = np.concatenate([np.full(len(b), order[r.chrom], np.int64) for r, b in zip(regions, per_region)])
+    bins = np.concatenate(per_region)
+    keys = np.unique(np.stack([chrom, bins], axis=1), axis=0)  # lexicographic: FASTA order, then position
+    return Grid(names, keys[:, 0].copy(), keys[:, 1].copy())
+
+
 def bin_size_of(engine: Engine) -> int:
     return int(engine.card.config.get("data", {}).get("bin_size", DEFAULT_BIN_SIZE))
 
@@ -75,60 +140,62 @@ def outputs(args: argparse.Namespace) -> list[bool]:
     return [False, True] if args.with_biological else [False]
 
 
-async def score_bins(engine: Engine, region: Region, bins: np.ndarray, resolved: list, spec: EnsembleSpec,
-                     bin_size: int, value: str, bio_settings: list[bool]) -> dict[str, np.ndarray]:
+async def score_bins(engine: Engine, grid: Grid, chrom: np.ndarray, bins: np.ndarray, resolved: list,
+                     spec: EnsembleSpec, bin_size: int, value: str, bio_settings: list[bool]) -> dict[str, np.ndarray]:
     """values [n_scored, len(bio_settings), K] for the bins whose window lies on the chromosome."""
     assert engine.genome is not None
     length = spec.read_length(engine.card.seq_len)
     starts = window_starts(bins, bin_size, engine.card.seq_len, spec)
-    ok = (starts >= 0) & (starts + length <= engine.genome.lengths[region.chrom])
+    chrom_length = np.array([engine.genome.lengths[grid.names[c]] for c in chrom], dtype=np.int64)
+    ok = (starts >= 0) & (starts + length <= chrom_length)
     scored = bins[ok]
     values = np.zeros((len(scored), len(bio_settings), len(resolved)), dtype=np.float32)
     if len(scored):
-        tokens = encode_windows([engine.genome.fetch(region.chrom, int(s), int(s) + length, field="region")
-                                 for s in starts[ok]])
+        tokens = encode_windows([engine.genome.fetch(grid.names[c], int(s), int(s) + length, field="region")
+                                 for c, s in zip(chrom[ok], starts[ok])])
         weights = await engine.conditions.weights(resolved)
         features = await engine.crop_features(tokens, spec)   # one trunk pass serves both read-outs
         for j, biological_only in enumerate(bio_settings):
             scores = ensembled_scores(features, engine.card.d_tech, weights, spec, biological_only=biological_only)
             values[:, j, :] = getattr(scores, value)
-    return {"bins": scored, "values": values, "skipped": np.array(int((~ok).sum()))}
+    return {"chrom": chrom[ok], "bins": scored, "values": values, "skipped": np.array(int((~ok).sum()))}
 
 
-async def compute_shards(engine: Engine, args: argparse.Namespace, work: WorkDir, region: Region,
+async def compute_shards(engine: Engine, args: argparse.Namespace, work: WorkDir, grid: Grid,
                          conditions: list[NamedCondition], spec: EnsembleSpec) -> int:
     from tqdm import tqdm
 
     bin_size = bin_size_of(engine)
-    bins = region_bins(region, bin_size)
-    ranges = shard_ranges(len(bins), args.bins_per_shard)
+    ranges = shard_ranges(len(grid.bins), args.bins_per_shard)
     todo = [i for i in my_shards(len(ranges), args.shard_index, args.shard_count) if not work.done(i)]
     resolved = resolve(engine, conditions)
     with tqdm(total=sum(ranges[i][1] - ranges[i][0] for i in todo), unit="bin", disable=args.no_progress,
               desc=f"tracks shard-set {args.shard_index}/{args.shard_count}", file=sys.stderr) as progress:
         for i in todo:
             start, end = ranges[i]
-            work.save(i, await score_bins(engine, region, bins[start:end], resolved, spec, bin_size, args.value,
-                                          outputs(args)))
+            work.save(i, await score_bins(engine, grid, grid.chrom[start:end], grid.bins[start:end], resolved, spec,
+                                          bin_size, args.value, outputs(args)))
             progress.update(end - start)
     return len(todo)
 
 
-def shard_count(engine: Engine, region: Region, bins_per_shard: int) -> int:
-    return len(shard_ranges(len(region_bins(region, bin_size_of(engine))), bins_per_shard))
+def shard_count(grid: Grid, bins_per_shard: int) -> int:
+    return len(shard_ranges(len(grid.bins), bins_per_shard))
 
 
-def write_bigwigs(args: argparse.Namespace, work: WorkDir, count: int, region: Region, genome: Genome,
+def write_bigwigs(args: argparse.Namespace, work: WorkDir, count: int, grid: Grid, genome: Genome,
                   conditions: list[NamedCondition], bin_size: int) -> tuple[list[Path], int]:
     """One bigWig per condition and read-out; returns the files and the number of bins left empty."""
     import pyBigWig
 
     parts = [work.load(i) for i in range(count)]
     bins = np.concatenate([p["bins"] for p in parts]) if parts else np.zeros(0, np.int64)
+    chrom = np.concatenate([p["chrom"] for p in parts]) if parts else np.zeros(0, np.int64)
+    names = [grid.names[c] for c in chrom]
     values = (np.concatenate([p["values"] for p in parts]) if parts
               else np.zeros((0, len(outputs(args)), len(conditions)), np.float32))
     skipped = int(sum(int(p["skipped"]) for p in parts))
-    chrom_length = genome.lengths[region.chrom]
+    chrom_length = np.array([genome.lengths[n] for n in names], dtype=np.int64)
     starts = bins * bin_size
     ends = np.minimum(starts + bin_size, chrom_length)
     written: list[Path] = []
@@ -141,7 +208,7 @@ def write_bigwigs(args: argparse.Namespace, work: WorkDir, count: int, region: R
                 try:
                     bw.addHeader(list(genome.lengths.items()), maxZooms=10)
                     if len(bins):
-                        bw.addEntries([region.chrom] * len(bins), starts.tolist(), ends=ends.tolist(),
+                        bw.addEntries(names, starts.tolist(), ends=ends.tolist(),
                                       values=values[:, j, k].astype(np.float64).tolist())
                 finally:
                     bw.close()

@@ -16,10 +16,13 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import os
 import sys
+import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from pydantic import ValidationError
@@ -31,6 +34,7 @@ from ..schemas import Variant
 from ..variants import variant_windows
 from .runtime import NamedCondition, describe, resolve
 from .shards import BatchError, WorkDir, atomic_output, my_shards, shard_ranges
+from .vcf_input import PreparedInput, prepare_input
 
 #: INFO suffix per effect quantity (alt − ref of the ensembled value).
 SUFFIXES = {"probability": "DPROB", "logit": "DLOGIT", "logit_bio": "DBIO", "logit_tech": "DTECH"}
@@ -62,9 +66,37 @@ def open_input(path: Path, **options: Any):
         pysam.set_verbosity(verbosity)
 
 
+def prepare(args: argparse.Namespace, work: WorkDir, engine: Engine) -> PreparedInput:
+    """Sniff and, if needed, normalise the input (service.batch.vcf_input); `args.source` is what htslib reads."""
+    genome = engine.genome
+
+    def length(contig: str) -> int | None:
+        name = genome.resolve(contig) if genome is not None else None
+        return genome.lengths[name] if name is not None else None
+
+    prepared = prepare_input(args.input, work.root, length)
+    args.source = prepared.path
+    return prepared
+
+
+def _records(vcf: Any, path: Path) -> Iterator[Any]:
+    """htslib's records; a record it cannot parse ends the job with one line, not a traceback."""
+    ordinal = 0
+    iterator = iter(vcf)
+    while True:
+        try:
+            rec = next(iterator)
+        except StopIteration:
+            return
+        except (OSError, ValueError) as exc:
+            raise BatchError(f"{path}: record {ordinal + 1}: htslib cannot parse it ({exc})") from None
+        yield rec
+        ordinal += 1
+
+
 def read_records(path: Path) -> Iterator[Record]:
     with open_input(path, drop_samples=True) as vcf:
-        for ordinal, rec in enumerate(vcf):
+        for ordinal, rec in enumerate(_records(vcf, path)):
             yield Record(ordinal, rec.chrom, rec.pos, rec.id, rec.ref or "", tuple(rec.alts or ()))
 
 
@@ -88,14 +120,30 @@ class _Allele:
 
 def check_allele(record: Record, alt: str, field: str) -> Variant:
     """The allele as the service would accept it, or RequestError (kind names the reason)."""
-    if alt in ("*", ".", "") or alt.startswith("<") or "[" in alt or "]" in alt:
-        raise RequestError(f"{field}.alt", f"symbolic or missing ALT allele {alt!r} cannot be scored",
-                           kind="symbolic_allele")
+    reason = unscorable_alt(alt)
+    if reason is not None:
+        kind, what = reason
+        raise RequestError(f"{field}.alt", f"{what} {alt!r} cannot be scored", kind=kind)
     try:
         return Variant.model_validate({"chrom": record.chrom, "pos": record.pos, "ref": record.ref, "alt": alt})
     except ValidationError as exc:
         error = from_validation_error(exc)
         raise RequestError(f"{field}.{error.field}", error.message, kind="invalid_allele") from None
+
+
+def unscorable_alt(alt: str) -> tuple[str, str] | None:
+    """(error code, description) for ALT alleles that are not sequence: scored as nothing, reported per allele."""
+    if alt in (".", ""):
+        return "missing_alt", "missing ALT allele"
+    if alt == "*":
+        return "spanning_deletion", "spanning deletion allele"
+    if alt in ("<NON_REF>", "<*>"):
+        return "reference_block", "gVCF 'any other allele'"
+    if alt.startswith("<"):
+        return "symbolic_allele", "symbolic ALT allele"
+    if "[" in alt or "]" in alt or (len(alt) > 1 and (alt.startswith(".") or alt.endswith("."))):
+        return "breakend", "breakend ALT allele"
+    return None
 
 
 async def score_shard(engine: Engine, records: list[Record], resolved: list, spec: EnsembleSpec, *,
@@ -151,7 +199,7 @@ async def compute_shards(engine: Engine, args: argparse.Namespace, work: WorkDir
     chunk: list[Record] = []
     current = -1
     with progress:
-        for record in read_records(args.input):
+        for record in read_records(args.source):
             shard = record.ordinal // args.records_per_shard
             if shard not in wanted:
                 continue
@@ -234,41 +282,90 @@ def _header(vin: Any, conditions: list[NamedCondition], resolved: list, spec: En
     return header
 
 
+def _info_value(value: float) -> str:
+    return "." if np.isnan(value) else f"{value:g}"
+
+
+def _annotated(line: str, extra: list[str]) -> str:
+    """`line` (one VCF record as htslib formats it) with `extra` INFO entries appended; nothing else changes."""
+    fields = line.rstrip("\n").split("\t", 8)
+    if extra:
+        fields[7] = ";".join(extra) if fields[7] == "." else fields[7] + ";" + ";".join(extra)
+    return "\t".join(fields) + "\n"
+
+
 def write_vcf(args: argparse.Namespace, work: WorkDir, count: int, fmt: str, conditions: list[NamedCondition],
-              resolved: list, spec: EnsembleSpec, engine: Engine) -> list[list[str]]:
+              resolved: list, spec: EnsembleSpec, engine: Engine, errors: ErrorReport) -> None:
+    """The input records, in order, each with our INFO entries appended to its text.
+
+    Records are never modified through pysam's INFO setter: it adds an `END` to every record with a symbolic
+    allele (a gVCF's `A,<NON_REF>` gets `END=pos`), which would change records we only annotate. So each record
+    is formatted by htslib as read and our entries are appended to its INFO column; the text is written as VCF
+    (BGZF for .vcf.gz), and for .bcf converted by htslib (read and written unmodified)."""
     import pysam
 
-    errors: list[list[str]] = []
-    mode = {"vcf.gz": "wz", "bcf": "wb", "vcf": "w"}[fmt]
-    with open_input(args.input) as vin, atomic_output(args.out) as tmp:
+    text_path = work.root / "merged.vcf.gz" if fmt == "bcf" else None
+    with open_input(args.source) as vin, atomic_output(args.out) as tmp:
         header = _header(vin, conditions, resolved, spec, engine, args.biological_only)
-        with pysam.VariantFile(str(tmp), mode, header=header) as vout:
+        target = text_path or tmp
+        handle = pysam.BGZFile(str(target), "wb") if fmt in ("vcf.gz", "bcf") else open(target, "wb")
+        with handle:
+            handle.write(str(header).encode())
             groups = _grouped(work, count)
-            for ordinal, rec in enumerate(vin):
+            buffer: list[str] = []
+            for ordinal, rec in enumerate(_records(vin, args.input)):
                 got, alleles = next(groups, (None, []))
                 if got != ordinal:
                     raise BatchError(f"shard files do not match the input at record {ordinal + 1}; "
                                      "was the input changed? remove the work directory and rerun")
-                rec.translate(vout.header)
-                for k, named in enumerate(conditions if rec.alts else ()):
-                    for q, quantity in enumerate(QUANTITIES):
-                        rec.info[info_key(named.name, quantity)] = tuple(
-                            None if np.isnan(v[q, k]) else float(v[q, k]) for v, _, _ in alleles)
+                extra = [f"{info_key(named.name, quantity)}={','.join(_info_value(v[q, k]) for v, _, _ in alleles)}"
+                         for k, named in enumerate(conditions if rec.alts else ())
+                         for q, quantity in enumerate(QUANTITIES)]
                 if any(code for _, code, _ in alleles):
-                    rec.info[ERROR_FIELD] = tuple(code or "." for _, code, _ in alleles)
+                    extra.append(f"{ERROR_FIELD}={','.join(code or '.' for _, code, _ in alleles)}")
                     errors.extend([str(ordinal + 1), rec.chrom, str(rec.pos), rec.id or ".", rec.ref or ".",
                                    (rec.alts or (".",))[a] if rec.alts else ".", code, message]
                                   for a, (_, code, message) in enumerate(alleles) if code)
-                vout.write(rec)
-    return errors
+                buffer.append(_annotated(str(rec), extra))
+                if len(buffer) >= 4096:
+                    handle.write("".join(buffer).encode())
+                    buffer = []
+            handle.write("".join(buffer).encode())
+        if text_path is not None:
+            with open_input(text_path) as text, pysam.VariantFile(str(tmp), "wb", header=text.header) as vout:
+                for rec in _records(text, text_path):
+                    vout.write(rec)
+            text_path.unlink()
+    if fmt in ("vcf.gz", "bcf"):
+        write_index(args.out, fmt)
 
 
-def write_table(args: argparse.Namespace, work: WorkDir, count: int, conditions: list[NamedCondition]) -> list[list[str]]:
-    errors: list[list[str]] = []
+def write_index(out: Path, fmt: str) -> Path | None:
+    """Tabix index (.tbi) beside a .vcf.gz, CSI (.csi) beside a .bcf; an unsorted input gets none (logged)."""
+    import pysam
+
+    suffix = ".csi" if fmt == "bcf" else ".tbi"
+    index = out.with_name(out.name + suffix)
+    index.unlink(missing_ok=True)
+    verbosity = pysam.set_verbosity(0)  # htslib's own lines would repeat ours
+    try:
+        pysam.tabix_index(str(out), preset="vcf", force=True, keep_original=True, csi=fmt == "bcf")
+    except (OSError, ValueError):
+        index.unlink(missing_ok=True)
+        print(f"note: {out} was not indexed: the input is not sorted by position (records keep the input's "
+              "order); sort it with `bcftools sort` for an indexed output", file=sys.stderr)
+        return None
+    finally:
+        pysam.set_verbosity(verbosity)
+    return index
+
+
+def write_table(args: argparse.Namespace, work: WorkDir, count: int, conditions: list[NamedCondition],
+                errors: ErrorReport) -> None:
     columns = ["chrom", "pos", "id", "ref", "alt", "error"] + [
         f"{named.name}.delta_{quantity}" for named in conditions for quantity in QUANTITIES]
     opener = gzip.open if args.out.name.endswith(".gz") else open
-    records = read_records(args.input)
+    records = read_records(args.source)
     with atomic_output(args.out) as tmp:
         with opener(tmp, "wt", newline="") as handle:
             writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
@@ -284,19 +381,42 @@ def write_table(args: argparse.Namespace, work: WorkDir, count: int, conditions:
                             for k in range(len(conditions)) for q in range(len(QUANTITIES))]
                     writer.writerow(row)
                     if code:
-                        errors.append([str(ordinal + 1), record.chrom, str(record.pos), record.id or ".", record.ref,
-                                       alt, code, message])
-    return errors
+                        errors.extend([[str(ordinal + 1), record.chrom, str(record.pos), record.id or ".",
+                                        record.ref, alt, code, message]])
 
 
-def write_error_report(out: Path, errors: list[list[str]]) -> Path | None:
-    path = out.with_name(out.name + ".errors.tsv")
-    if not errors:
-        path.unlink(missing_ok=True)
+class ErrorReport:
+    """`<out>.errors.tsv`, streamed while merging (a gVCF may hold millions of reference blocks: memory stays
+    bounded) to a temporary name beside it and renamed on `finish`; counts per error code for the summary."""
+
+    COLUMNS = ["record", "chrom", "pos", "id", "ref", "alt", "error", "message"]
+
+    def __init__(self, out: Path):
+        self.path = out.with_name(out.name + ".errors.tsv")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.counts: Counter[str] = Counter()
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+        self._tmp = Path(tmp)
+        self._handle = os.fdopen(fd, "w", newline="")
+        self._writer = csv.writer(self._handle, delimiter="\t", lineterminator="\n")
+        self._writer.writerow(self.COLUMNS)
+
+    def extend(self, rows: Iterable[list[str]]) -> None:
+        for row in rows:
+            self.counts[row[6]] += 1
+            self._writer.writerow(row)
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+    def finish(self, ok: bool = True) -> Path | None:
+        """After a successful run: the report under its name if there were errors (else an old one removed).
+        After a failed run (`ok=False`): only the temporary file is removed."""
+        self._handle.close()
+        if ok and self.counts:
+            os.replace(self._tmp, self.path)
+            return self.path
+        self._tmp.unlink(missing_ok=True)
+        if ok:
+            self.path.unlink(missing_ok=True)
         return None
-    with atomic_output(path) as tmp:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            writer.writerow(["record", "chrom", "pos", "id", "ref", "alt", "error", "message"])
-            writer.writerows(errors)
-    return path
