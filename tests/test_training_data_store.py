@@ -211,7 +211,7 @@ def test_encode_metadata_tsv_as_downloaded(tmp_path):
     cases = {
         "dup": (lines + [row("ENCFF001AAA")], r"metadata.tsv:6: duplicated accession 'ENCFF001AAA' \(first on line 2\)"),
         "short": (lines + ["ENCFF009ZZZ\tbed narrowPeak"], r"metadata.tsv:6: 2 tab-separated fields, the header has 13"),
-        "nofile": (lines + [row("ENCFF005EEE")], r"metadata.tsv:6: no peak file for ENCFF005EEE"),
+        "nofile": (lines + [row("ENCFF005EEE", **{"Experiment accession": "ENCSR000EEE"})], r"metadata.tsv:6: no peak file for ENCFF005EEE"),
         "assembly": ([lines[0], lines[4]], r"no narrowPeak/broadPeak peak files for assembly 'GRCh38' "
                                            r"\(assemblies in the file: hg19\)"),
     }
