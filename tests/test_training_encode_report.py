@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from training.build_store import main as build_store_main
-from training.encode import normalise_output_type, select_encode_tracks
+from training.encode import EncodeMetadataError, normalise_output_type, select_encode_tracks
 from training.labels import LabelStore
 
 # metadata.tsv's columns in the portal's order (files report, 2024)
@@ -221,3 +221,11 @@ def test_preferred_default_flag_wins_and_bad_input_names_file_and_line(portal, t
     renamed.write_text(portal["report"].read_text().replace("File assembly", "Genome"))
     code, err = build(capsys, "--fasta", portal["fasta"], "--encode-metadata", renamed, "--out", out)
     assert code == 2 and f"{renamed}:1: column 'File assembly' not found" in err
+
+
+def test_only_bigbed_rows_say_why_nothing_was_kept(portal, tmp_path):
+    rows = [files_report_row(*f) for f in FILES if f[1].startswith("bigBed")]
+    report = write_report(tmp_path / "bigbed_only.tsv", rows)
+    with pytest.raises(EncodeMetadataError, match=r"no narrowPeak/broadPeak peak files for assembly 'GRCh38' \(assemblies in "
+                                         r"the file: GRCh38\); skipped: 2 format bigBed narrowPeak"):
+        select_encode_tracks(report, assembly="GRCh38")

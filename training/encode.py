@@ -301,8 +301,10 @@ def select_encode_tracks(path: str | Path, *, assembly: str | None = None, varia
             kept_rows.append((lineno, row))
     if not kept_rows:
         everything = Counter(row[cols["assembly"]] or "(none)" for _, row in rows)
+        skipped = "; ".join(f"{n} {r}" for r, n in sorted(sel.skipped.items(), key=lambda kv: (-kv[1], kv[0])))
         raise EncodeMetadataError(f"{path}: no {'/'.join(formats)} peak files for assembly {assembly!r} "
-                                  f"(assemblies in the file: {', '.join(sorted(everything)) or 'none'})")
+                                  f"(assemblies in the file: {', '.join(sorted(everything)) or 'none'})"
+                                  + (f"; skipped: {skipped}" if skipped else ""))
 
     if not all_outputs:
         kept_rows = _one_per_experiment(kept_rows, cols, sel)
