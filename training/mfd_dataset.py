@@ -126,7 +126,10 @@ def read_regions(bed: Path, chrom_sizes: Mapping[str, int], bin_size: int) -> np
 
 def dataset_files(directory: str | Path) -> tuple[Path, Path, list[str], str | None, int]:
     """(regions BED, overlaps.h5, label accessions in output order, the BED's md5 attribute, number of pairs)."""
-    import h5py   # optional dependency (the `data` extra): only this reader needs it
+    try:
+        import h5py   # optional dependency (the `data` extra): only this reader needs it
+    except ImportError:
+        raise MfdDatasetError("reading their overlaps.h5 needs h5py: pip install 'mfd-serve[data]'") from None
 
     directory = Path(directory)
     bed = next((directory / n for n in ("regions.bed", "regions.bed.gz") if (directory / n).is_file()), None)
