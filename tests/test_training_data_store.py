@@ -196,11 +196,12 @@ def test_encode_metadata_tsv_as_downloaded(tmp_path):
     peaks.mkdir()
     write_narrowpeak(peaks / "ENCFF001AAA.bed.gz", [("chr1", 1, 100)])
     write_narrowpeak(peaks / "ENCFF002BBB.bed", [("chr1", 1, 100)])
-    lines = ["\t".join(header), row("ENCFF001AAA"), row("ENCFF002BBB", target="", Assay="DNase-seq"),
+    lines = ["\t".join(header), row("ENCFF001AAA"), row("ENCFF002BBB", target="", Assay="DNase-seq",
+                                                                   **{"Experiment accession": "ENCSR000BBB"}),
              row("ENCFF003CCC", fmt="bam"), row("ENCFF004DDD", assembly="hg19")]
     tsv = tmp_path / "metadata.tsv"
     tsv.write_text("\n".join(lines) + "\n")
-    table = read_encode_metadata(tsv, peaks_dir=peaks)
+    table = read_encode_metadata(tsv, assembly="GRCh38", peaks_dir=peaks)
     assert table.ids == ["ENCFF001AAA", "ENCFF002BBB"]
     assert table.peak_paths == [peaks / "ENCFF001AAA.bed.gz", peaks / "ENCFF002BBB.bed"]
     assert table.metadata[0]["target"] == "CTCF" and table.metadata[1]["target"] == ""
@@ -210,7 +211,7 @@ def test_encode_metadata_tsv_as_downloaded(tmp_path):
     cases = {
         "dup": (lines + [row("ENCFF001AAA")], r"metadata.tsv:6: duplicated accession 'ENCFF001AAA' \(first on line 2\)"),
         "short": (lines + ["ENCFF009ZZZ\tbed narrowPeak"], r"metadata.tsv:6: 2 tab-separated fields, the header has 13"),
-        "nofile": (lines + [row("ENCFF005EEE")], r"metadata.tsv:6: no peak file for ENCFF005EEE"),
+        "nofile": (lines + [row("ENCFF005EEE", **{"Experiment accession": "ENCSR000EEE"})], r"metadata.tsv:6: no peak file for ENCFF005EEE"),
         "assembly": ([lines[0], lines[4]], r"no narrowPeak/broadPeak peak files for assembly 'GRCh38' "
                                            r"\(assemblies in the file: hg19\)"),
     }
@@ -219,9 +220,9 @@ def test_encode_metadata_tsv_as_downloaded(tmp_path):
         path.parent.mkdir()
         path.write_text("\n".join(content) + "\n")
         with pytest.raises(EncodeMetadataError, match=message):
-            read_encode_metadata(path, peaks_dir=peaks)
+            read_encode_metadata(path, assembly="GRCh38", peaks_dir=peaks)
     with pytest.raises(EncodeMetadataError, match=r"column 'Biosample type' \(for variable 'biosample_type'\)"):
-        read_encode_metadata(tsv, peaks_dir=peaks, variables=["biosample_type"])
+        read_encode_metadata(tsv, assembly="GRCh38", peaks_dir=peaks, variables=["biosample_type"])
 
 
 def test_independence_measures_on_known_dependence():

@@ -117,8 +117,8 @@ def test_build_store_from_encode_metadata_resumes_and_reports_bad_input(tmp_path
     broken.write_text("chr1\t100\t300\nchr1\t500\n")
     code, err = build(capsys, "--fasta", data["fasta"], "--encode-metadata", metadata, "--out", out)
     assert code == 2 and f"{broken}:2: expected at least 3" in err and "Traceback" not in err
-    assert not (out / "store.json").exists()
-    assert len(json.loads((tmp_path / "store" / "labels.partial" / "progress.json").read_text())["done"]) == 3
+    assert not out.exists()   # staged in store.partial/, renamed into place only when complete
+    assert len(json.loads((tmp_path / "store.partial" / "labels.partial" / "progress.json").read_text())["done"]) == 3
     broken.unlink()
     good.write_bytes(saved)
     code, err = build(capsys, "--fasta", data["fasta"], "--encode-metadata", metadata, "--out", out)

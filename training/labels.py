@@ -10,6 +10,8 @@ Layout of a store directory (`build_label_store` writes it, `LabelStore` reads i
     meta.json      tracks, bin size, min overlap, chromosomes with their bin offsets, format version
     labels.bits    uint8 [total_bins, ceil(K / 8)]: bit k % 8 (little-endian bit order) of byte k // 8 = track k
     coverage.u16   uint16 [total_bins]: how many tracks label the bin (bins of interest = coverage >= N)
+    regions.i64    optional, int64 [n]: a fixed universe (the authors' released data set's regions, in their BED's
+                   order; `training.mfd_dataset`): when present, these bins are the universe
 
 Building streams each peak file in chunks and ORs its bits into the memory-mapped file, one track at a time.
 Setting bits is idempotent, so the build is resumable: `progress.json` records the tracks done, and a restart
@@ -37,6 +39,7 @@ META_FILE = "meta.json"
 LABELS_FILE = "labels.bits"
 COVERAGE_FILE = "coverage.u16"
 PROGRESS_FILE = "progress.json"
+REGIONS_FILE = "regions.i64"   # optional: int64 global bin ids of a fixed universe, in its source's order
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint16)
 _COVERAGE_CHUNK = 1 << 18
 
@@ -88,6 +91,8 @@ class LabelStore:
         self.bits = np.memmap(self.directory / LABELS_FILE, dtype=np.uint8, mode="r",
                               shape=(self.n_bins, self.row_bytes))
         self.coverage = np.memmap(self.directory / COVERAGE_FILE, dtype=np.uint16, mode="r", shape=(self.n_bins,))
+        regions = self.directory / REGIONS_FILE
+        self.regions: np.ndarray | None = np.fromfile(regions, dtype=np.int64) if regions.is_file() else None
 
     @property
     def n_tracks(self) -> int:

@@ -10,6 +10,11 @@ Two ways, both over a `LabelStore`:
 - **chromosome split** (our original option): every bin (or bins at a coverage threshold), whole chromosomes
   held out as validation and test.
 
+A store built from the authors' released data set (`training.mfd_dataset`) carries its own universe: their
+regions, in their BED's order. Then the universe is exactly those bins (`min_coverage` does not apply: their
+data set already kept its bins of interest), and the validation blocks are cut in the BED's order, as their code
+cuts them (`bed.index[~test]`).
+
 Chromosome names are matched with or without the `chr` prefix (GRCh38 from UCSC vs Ensembl), as their loader did.
 """
 from __future__ import annotations
@@ -92,16 +97,31 @@ def split_bins(store: LabelStore, universe: Universe) -> dict[str, np.ndarray]:
     val = [resolve_chromosome(c, available, "val") for c in universe.val]
     held = set(test) | set(val)
     train_chroms = [c for c in pool if c not in held]
-    out = {
-        "train": store.bins_of_interest(universe.min_coverage, train_chroms),
-        "val": store.bins_of_interest(universe.min_coverage, val),
-        "test": store.bins_of_interest(universe.min_coverage, test),
-    }
+    if store.regions is not None:
+        out = _region_splits(store, pool, train_chroms, val, test)
+    else:
+        out = {
+            "train": store.bins_of_interest(universe.min_coverage, train_chroms),
+            "val": store.bins_of_interest(universe.min_coverage, val),
+            "test": store.bins_of_interest(universe.min_coverage, test),
+        }
     if universe.val_fraction:
         remaining = out["train"]
         is_val = validation_blocks(len(remaining), len(remaining) + len(out["test"]), universe.val_fraction,
                                    universe.val_blocks)
         out["train"], out["val"] = remaining[~is_val], remaining[is_val]
+    out = {name: np.sort(bins) for name, bins in out.items()}
     if len(out["train"]) == 0:
         raise SplitError("no training bins left (check min_coverage and the held-out chromosomes)")
     return {name: bins for name, bins in out.items() if len(bins)}
+
+
+def _region_splits(store: LabelStore, pool: Sequence[str], train_chroms: Sequence[str], val: Sequence[str],
+                   test: Sequence[str]) -> dict[str, np.ndarray]:
+    """The store's fixed regions by chromosome, each split kept in the regions' own (BED) order."""
+    regions = store.regions
+    chrom_of = np.asarray(store.chromosomes, dtype=object)[store.locate(regions)[0]] if len(regions) else \
+        np.zeros(0, dtype=object)
+    pooled = np.isin(chrom_of, list(pool))
+    return {name: regions[pooled & np.isin(chrom_of, list(chroms))]
+            for name, chroms in (("train", train_chroms), ("val", val), ("test", test))}
