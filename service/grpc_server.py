@@ -12,13 +12,15 @@ Model `mfd` (MODEL_NAME), tensors decoded/encoded by `service.tensors` (binary, 
   outputs  PROBABILITY, LOGIT, LOGIT_BIO, LOGIT_TECH FP32 [N, K]; FEATURES_BIO [N, D_bio], FEATURES_TECH
            [N, D_tech] (the scores by default, plus the features with return_features, or those requested)
 Bad input → INVALID_ARGUMENT "FIELD: message"; missing/wrong `authorization: Bearer …` metadata →
-UNAUTHENTICATED; overload → UNAVAILABLE. Liveness/readiness/metadata RPCs need no token (probes).
+UNAUTHENTICATED; overload → UNAVAILABLE; a call still running after MFD_REQUEST_TIMEOUT_S → DEADLINE_EXCEEDED.
+Liveness/readiness/metadata RPCs need no token (probes).
 
 Beside it, the typed `mfd.v1.Predictor/Predict` (service/proto/mfd_v1.proto) mirrors POST /predict message for
 message, with the same validation, auth, admission control and metrics.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -27,7 +29,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from . import tensors
 from .engine import Engine
-from .errors import RequestError
+from .errors import RequestError, deadline_exceeded
 from . import strict_json
 from .admission import Admission
 from .proto import mfd_v1_pb2, mfd_v1_pb2_grpc
@@ -114,7 +116,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 # RequestError.status → gRPC code; statuses not listed are client errors (INVALID_ARGUMENT).
 STATUS_CODES = {401: grpc.StatusCode.UNAUTHENTICATED, 404: grpc.StatusCode.NOT_FOUND,
                 413: grpc.StatusCode.INVALID_ARGUMENT, 500: grpc.StatusCode.INTERNAL,
-                503: grpc.StatusCode.UNAVAILABLE}
+                503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 async def guarded(admission: Admission, context, endpoint: str, handle, *, tensor_names: bool = True):
@@ -122,7 +124,16 @@ async def guarded(admission: Admission, context, endpoint: str, handle, *, tenso
     metadata = dict(context.invocation_metadata() or ())
     try:
         async with admission.call(endpoint, metadata.get("authorization")):
-            return await handle()
+            # The server's own deadline, as BentoML's traffic timeout bounds HTTP: a call past it is cancelled
+            # (its queued windows dropped by the batcher) and answered DEADLINE_EXCEEDED.
+            timeout = admission.settings.request_timeout_s
+            try:
+                async with asyncio.timeout(timeout) as deadline:
+                    return await handle()
+            except TimeoutError:
+                if deadline.expired():
+                    raise deadline_exceeded(timeout) from None
+                raise
     except RequestError as exc:
         code = STATUS_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT if exc.status < 500
                                 else grpc.StatusCode.INTERNAL)
