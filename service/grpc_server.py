@@ -25,6 +25,7 @@ import logging
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from . import tensors
@@ -191,10 +192,35 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
         return await guarded(self.admission, context, "grpc_predict", handle, tensor_names=False)
 
 
+class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):
+    """A request that does not decode (invalid UTF-8 in a proto3 string, truncated bytes) is the client's error:
+    INVALID_ARGUMENT, where grpc would answer UNKNOWN "Unexpected DecodeError". Unary methods only (all of ours).
+
+    The method's deserializer is moved into the handler, where its failure can be answered.
+    """
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        decode, behaviour = handler.request_deserializer, handler.unary_unary
+        method = handler_call_details.method
+
+        async def decoded(raw: bytes, context):
+            try:
+                request = decode(raw)
+            except DecodeError:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid {method} request "
+                                    "message (proto3 strings must be UTF-8 text)")
+            return await behaviour(request, context)
+
+        return handler._replace(request_deserializer=None, unary_unary=decoded)
+
+
 async def start_grpc_server(engine: Engine, admission: Admission, host: str, port: int) -> grpc.aio.Server:
     # SO_REUSEPORT only with several workers (they then share the port); otherwise a port already taken by
     # another process must fail loudly instead of silently splitting traffic with it.
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", engine.settings.max_body_bytes),
+    server = grpc.aio.server(interceptors=[UndecodableIsInvalidArgument()], options=[("grpc.max_receive_message_length", engine.settings.max_body_bytes),
                                       ("grpc.max_send_message_length", 256 * 1024 * 1024),
                                       ("grpc.so_reuseport", 1 if engine.settings.workers > 1 else 0)])
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(engine, admission), server)
