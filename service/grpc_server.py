@@ -153,7 +153,8 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
         from google.protobuf.json_format import MessageToDict
 
         data: dict[str, Any] = {"conditions": [], "biological_only": request.biological_only,
-                                "reverse_complement": request.reverse_complement}
+                                "reverse_complement": request.reverse_complement,
+                                "return_features": request.return_features}
         if request.sequences:
             data["sequences"] = list(request.sequences)
         if request.sequence_ids:
@@ -182,7 +183,8 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
                 entry = response.conditions.add(index=condition["index"], track=condition["track"] or "")
                 entry.metadata.update(condition["metadata"])
             for window in result["results"]:
-                out = response.results.add(index=window["index"], id=window["id"])
+                out = response.results.add(index=window["index"], id=window["id"], f_bio=window.get("f_bio", ()),
+                                           f_tech=window.get("f_tech", ()))
                 for s in window["scores"]:
                     out.scores.add(condition=s["condition"], probability=s["probability"], logit=s["logit"],
                                    logit_bio=s["logit_bio"], logit_tech=s["logit_tech"], bias=s["bias"])
