@@ -31,7 +31,6 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from . import tensors
 from .engine import Engine
 from .errors import RequestError, deadline_exceeded
-from . import strict_json
 from .admission import Admission
 from .proto import mfd_v1_pb2, mfd_v1_pb2_grpc
 from .schemas import PredictRequest
@@ -41,7 +40,6 @@ logger = logging.getLogger(__name__)
 MODEL_NAME = "mfd"
 MODEL_VERSION = "1"
 INPUTS = {"SEQUENCES": "sequences", "CONDITIONS": "conditions"}  # tensor → JSON field, for error names
-OUTPUTS = tensors.OUTPUTS
 ENDPOINT = "grpc_model_infer"
 
 
