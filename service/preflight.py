@@ -55,7 +55,8 @@ def settings_or_exit() -> Settings:
     """The environment's settings, checked; on any failure one line on stderr and exit status 2."""
     try:
         settings = Settings.from_env()
-        check(settings)
+        if _report_path_of_parent() is None:  # a worker skips this: its main process checked, its Engine reports
+            check(settings)
     except (SettingsError, StartupError) as exc:
         fail(str(exc))
     return settings
