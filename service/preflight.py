@@ -62,8 +62,6 @@ def settings_or_exit() -> Settings:
     return settings
 
 
-
-
 def one_line(message: str) -> str:
     return " ".join(message.split())
 
