@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence, Union
 import numpy as np
 
 from mfd_common.card import ModelCard
-from mfd_common.codec import NUMERIC_TYPES, MetadataCodec, MetadataError, is_missing
+from mfd_common.codec import NUMERIC_TYPES, MetadataCodec, MetadataError, is_missing, number_of
 
 from .backends.base import Backend, HeadWeights
 from .errors import RequestError
@@ -100,10 +100,16 @@ class ConditionResolver:
         return ResolvedCondition(None, dict(condition), codes, self.bias_rule, unspecified)
 
     def _check_ranges(self, condition: Mapping[str, Any], codes: np.ndarray, field: str) -> None:
+        """Numbers the codec encoded must also be sane: `int` variables whole, every number within range."""
         for name, value in condition.items():
             variable = self.codec.by_name[name]
             if variable.type not in NUMERIC_TYPES or is_missing(value):
                 continue
+            # JSON Schema's "integer": a number with no fractional part, so 2 and 2.0 are both accepted (a typed
+            # gRPC Struct or a JavaScript client cannot tell them apart) and 2.5 is refused, never rounded.
+            if variable.type == "int" and not float(number_of(name, value)).is_integer():
+                raise RequestError(f"{field}.{name}", f"{str(value)[:40]} is not a whole number ({name} is an "
+                                   "integer variable)")
             standard_score = float(codes[self.codec.offsets[name][0]])
             if not abs(standard_score) <= MAX_STANDARD_SCORE:  # also catches inf/NaN
                 low, high = numeric_range(variable.mean, variable.std)

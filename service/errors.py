@@ -51,6 +51,11 @@ def backend_unavailable() -> RequestError:
                         kind="backend_unavailable")
 
 
+def deadline_exceeded(timeout_s: float) -> RequestError:
+    return RequestError("request", f"not answered within the server's deadline of {timeout_s:g} s "
+                        "(MFD_REQUEST_TIMEOUT_S); send fewer windows per call", status=504, kind="deadline_exceeded")
+
+
 def internal() -> RequestError:
     return RequestError("server", "internal error; see the server log", status=500, kind="internal")
 

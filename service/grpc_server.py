@@ -12,23 +12,25 @@ Model `mfd` (MODEL_NAME), tensors decoded/encoded by `service.tensors` (binary, 
   outputs  PROBABILITY, LOGIT, LOGIT_BIO, LOGIT_TECH FP32 [N, K]; FEATURES_BIO [N, D_bio], FEATURES_TECH
            [N, D_tech] (the scores by default, plus the features with return_features, or those requested)
 Bad input → INVALID_ARGUMENT "FIELD: message"; missing/wrong `authorization: Bearer …` metadata →
-UNAUTHENTICATED; overload → UNAVAILABLE. Liveness/readiness/metadata RPCs need no token (probes).
+UNAUTHENTICATED; overload → UNAVAILABLE; a call still running after MFD_REQUEST_TIMEOUT_S → DEADLINE_EXCEEDED.
+Liveness/readiness/metadata RPCs need no token (probes).
 
 Beside it, the typed `mfd.v1.Predictor/Predict` (service/proto/mfd_v1.proto) mirrors POST /predict message for
 message, with the same validation, auth, admission control and metrics.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from . import tensors
 from .engine import Engine
-from .errors import RequestError
-from . import strict_json
+from .errors import RequestError, deadline_exceeded
 from .admission import Admission
 from .proto import mfd_v1_pb2, mfd_v1_pb2_grpc
 from .schemas import PredictRequest
@@ -38,7 +40,6 @@ logger = logging.getLogger(__name__)
 MODEL_NAME = "mfd"
 MODEL_VERSION = "1"
 INPUTS = {"SEQUENCES": "sequences", "CONDITIONS": "conditions"}  # tensor → JSON field, for error names
-OUTPUTS = tensors.OUTPUTS
 ENDPOINT = "grpc_model_infer"
 
 
@@ -122,7 +123,16 @@ async def guarded(admission: Admission, context, endpoint: str, handle, *, tenso
     metadata = dict(context.invocation_metadata() or ())
     try:
         async with admission.call(endpoint, metadata.get("authorization")):
-            return await handle()
+            # The server's own deadline, as BentoML's traffic timeout bounds HTTP: a call past it is cancelled
+            # (its queued windows dropped by the batcher) and answered DEADLINE_EXCEEDED.
+            timeout = admission.settings.request_timeout_s
+            try:
+                async with asyncio.timeout(timeout) as deadline:
+                    return await handle()
+            except TimeoutError:
+                if deadline.expired():
+                    raise deadline_exceeded(timeout) from None
+                raise
     except RequestError as exc:
         code = STATUS_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT if exc.status < 500
                                 else grpc.StatusCode.INTERNAL)
@@ -141,7 +151,8 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
         from google.protobuf.json_format import MessageToDict
 
         data: dict[str, Any] = {"conditions": [], "biological_only": request.biological_only,
-                                "reverse_complement": request.reverse_complement}
+                                "reverse_complement": request.reverse_complement,
+                                "return_features": request.return_features}
         if request.sequences:
             data["sequences"] = list(request.sequences)
         if request.sequence_ids:
@@ -170,7 +181,8 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
                 entry = response.conditions.add(index=condition["index"], track=condition["track"] or "")
                 entry.metadata.update(condition["metadata"])
             for window in result["results"]:
-                out = response.results.add(index=window["index"], id=window["id"])
+                out = response.results.add(index=window["index"], id=window["id"], f_bio=window.get("f_bio", ()),
+                                           f_tech=window.get("f_tech", ()))
                 for s in window["scores"]:
                     out.scores.add(condition=s["condition"], probability=s["probability"], logit=s["logit"],
                                    logit_bio=s["logit_bio"], logit_tech=s["logit_tech"], bias=s["bias"])
@@ -180,10 +192,35 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
         return await guarded(self.admission, context, "grpc_predict", handle, tensor_names=False)
 
 
+class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):
+    """A request that does not decode (invalid UTF-8 in a proto3 string, truncated bytes) is the client's error:
+    INVALID_ARGUMENT, where grpc would answer UNKNOWN "Unexpected DecodeError". Unary methods only (all of ours).
+
+    The method's deserializer is moved into the handler, where its failure can be answered.
+    """
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        decode, behaviour = handler.request_deserializer, handler.unary_unary
+        method = handler_call_details.method
+
+        async def decoded(raw: bytes, context):
+            try:
+                request = decode(raw)
+            except DecodeError:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid {method} request "
+                                    "message (proto3 strings must be UTF-8 text)")
+            return await behaviour(request, context)
+
+        return handler._replace(request_deserializer=None, unary_unary=decoded)
+
+
 async def start_grpc_server(engine: Engine, admission: Admission, host: str, port: int) -> grpc.aio.Server:
     # SO_REUSEPORT only with several workers (they then share the port); otherwise a port already taken by
     # another process must fail loudly instead of silently splitting traffic with it.
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", engine.settings.max_body_bytes),
+    server = grpc.aio.server(interceptors=[UndecodableIsInvalidArgument()], options=[("grpc.max_receive_message_length", engine.settings.max_body_bytes),
                                       ("grpc.max_send_message_length", 256 * 1024 * 1024),
                                       ("grpc.so_reuseport", 1 if engine.settings.workers > 1 else 0)])
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(engine, admission), server)

@@ -4,7 +4,8 @@ Routes (JSON in and out, strict RFC 8259 both ways):
   POST /predict            windows (sequences or FASTA intervals) × conditions → probability, logits
   POST /predict_variants   chrom/pos/ref/alt × conditions → alt − ref effects
   GET  /metadata           vocabularies, numeric ranges, trained tracks, limits (POST also answers)
-  GET  /docs.json, GET /   our OpenAPI document and a plain HTML page rendered from it
+  GET  /docs.json, GET /   our OpenAPI document and Swagger UI on it (files from the swagger-ui-py wheel, served
+                           under /docs-assets/: no CDN), whose worked examples run as written (docs_examples)
 
 A body is read and parsed by us (`strict_json`), then validated by the pydantic request model *with the model's
 context* (window length, limits), which FastAPI's own body parsing cannot pass; the models are still declared
@@ -14,20 +15,23 @@ failure, ours or the framework's (404, 405, 415, 413 …), leaves as `{"error": 
 from __future__ import annotations
 
 import asyncio
-import html
+import importlib.resources
 import json
 from http import HTTPStatus
 from typing import Any, Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 
-from . import responses, strict_json
+from . import docs_examples, responses, strict_json
 from .admission import Admission, ClientGone
 from .errors import RequestError, internal
+from .effects import MAX_SHIFTS
 from .schemas import (ErrorResponse, MetadataResponse, PredictRequest, PredictResponse, VariantRequest,
                       VariantResponse)
 
@@ -57,10 +61,15 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": ERROR_DOCS[s]} for s in statuses}
 
 
-def _body(model: type, examples: dict[str, Any]) -> dict[str, Any]:
+def _body(model: type) -> dict[str, Any]:
+    """The request body as our own parser reads it; its examples are filled in by MFDApi.openapi (this server's)."""
     return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{model.__name__}"},
-        "examples": {name: {"summary": summary, "value": value} for name, (summary, value) in examples.items()}}}}}
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+def _set_examples(spec: dict[str, Any], path: str, examples: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    content = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+    content["examples"] = {name: {"summary": summary, "value": value} for name, (summary, value) in examples.items()}
 
 
 def _send_error(error: RequestError) -> Response:
@@ -91,13 +100,17 @@ class MFDApi(FastAPI):
         version = model_version(engine.card.checksums) if engine is not None else "0"
         spec = get_openapi(title=TITLE, version=f"{model} ({version})", description=DESCRIPTION
                            + f"\n\nServing model **{model}**, version `{version}`.", routes=self.routes)
-        if engine is not None and engine.card.tracks:  # worked examples name a track this model knows
-            spec = json.loads(json.dumps(spec).replace(EXAMPLE_TRACK, engine.card.tracks[0].id))
+        if engine is not None:  # worked examples from this server's model and genome: they run as written
+            _set_examples(spec, "/predict", docs_examples.predict_examples(engine))
+            _set_examples(spec, "/predict_variants", docs_examples.variant_examples(engine, MAX_SHIFTS))
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
         for request_model in (PredictRequest, VariantRequest):
             schema = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))
             schemas[request_model.__name__] = schema
+        if engine is not None and engine.settings.auth_token:  # the UI's "Authorize" button sends the token
+            spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            spec["security"] = [{"bearer": []}]
         self.openapi_schema = spec
         return spec
 
@@ -194,29 +207,9 @@ async def _score(request: Request, endpoint: str, model: type, run: Callable[[An
         return Response(serialise(result), media_type="application/json")
 
 
-# ---- worked examples (OpenAPI) ------------------------------------------------------------------------------
-EXAMPLE_TRACK = "DEMO001"
-EXAMPLE_WINDOW = "ACGT" * 8 + "…  (exactly seq_len bases: see GET /metadata)"
-PREDICT_EXAMPLES = {
-    "track": ("Score a window under a trained track",
-              {"sequences": [EXAMPLE_WINDOW], "conditions": ["DEMO001"]}),
-    "never_measured": ("A combination of metadata never measured together; omitted variables are averaged",
-                       {"sequences": [EXAMPLE_WINDOW], "conditions": [
-                           {"biosample": "HepG2", "target": "CTCF", "assay": "CUT&RUN", "lab": "lab-A"}]}),
-    "biological_only": ("The biological read-out alone (technical component at its mean), on genome intervals",
-                        {"intervals": [{"chrom": "chr1", "start": 10000, "end": 12176}],
-                         "conditions": [{"biosample": "K562", "target": "GATA1"}], "biological_only": True}),
-}
-VARIANT_EXAMPLES = {
-    "snv": ("Effect of an SNV (VCF-style, 1-based pos) under a track and a metadata condition",
-            {"variants": [{"chrom": "chr1", "pos": 20001, "ref": "A", "alt": "G", "id": "rs0001"}],
-             "conditions": ["DEMO001", {"biosample": "HepG2", "target": "CTCF"}]}),
-}
-
-
 @app.post("/predict", summary="Score windows under conditions", response_model=None,
           responses={200: {"model": PredictResponse}, **_errors(400, 401, 413, 415, 422, 503)},
-          openapi_extra=_body(PredictRequest, PREDICT_EXAMPLES))
+          openapi_extra=_body(PredictRequest))
 async def predict(request: Request) -> Response:
     """Score DNA windows (sequences, or intervals of the server's genome) under experimental conditions."""
     # orjson (several times faster than the stdlib on this hot path); predict_payload checked every number is finite
@@ -225,7 +218,7 @@ async def predict(request: Request) -> Response:
 
 @app.post("/predict_variants", summary="Variant effects (alt − ref)", response_model=None,
           responses={200: {"model": VariantResponse}, **_errors(400, 401, 413, 415, 422, 503)},
-          openapi_extra=_body(VariantRequest, VARIANT_EXAMPLES))
+          openapi_extra=_body(VariantRequest))
 async def predict_variants(request: Request) -> Response:
     """Variant effects per condition; windows are centred on each variant and the ref allele is checked."""
     return await _score(request, "predict_variants", VariantRequest, lambda engine: engine.predict_variants)
@@ -245,35 +238,20 @@ async def openapi_document(request: Request) -> Response:
     return Response(json.dumps(request.app.openapi()), media_type="application/json")
 
 
+#: Swagger UI 5 (OpenAPI 3.1) as shipped in the swagger-ui-py wheel: served from here, never from a CDN.
+SWAGGER_UI_FILES = importlib.resources.files("swagger_ui") / "static"
+ASSETS = "/docs-assets"
+app.mount(ASSETS, StaticFiles(directory=str(SWAGGER_UI_FILES)), name="docs-assets")
+
+
 @app.get("/", include_in_schema=False)
 async def docs_page(request: Request) -> HTMLResponse:
-    return HTMLResponse(render_docs(request.app.openapi()))
-
-
-def render_docs(spec: dict[str, Any]) -> str:
-    """A self-contained HTML page (no scripts, no external assets) from the OpenAPI document."""
-    e = html.escape
-    info = spec["info"]
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(info['title'])}</title>",
-             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{background:#f4f4f4;"
-             "padding:.6em;overflow-x:auto}h3{border-top:1px solid #ccc;padding-top:.8em}</style></head><body>",
-             f"<h1>{e(info['title'])}</h1><p class='version'>Model version: {e(info['version'])}</p>"]
-    parts += [f"<p>{e(paragraph)}</p>" for paragraph in info.get("description", "").split("\n\n")]
-    parts.append("<p>OpenAPI document: <a href='docs.json'>docs.json</a></p>")
-    for path, operations in spec.get("paths", {}).items():
-        for method, op in operations.items():
-            parts.append(f"<h3 id='{e(op.get('operationId', path))}'>{e(method.upper())} {e(path)}</h3>"
-                         f"<p>{e(op.get('description') or op.get('summary', ''))}</p>")
-            examples = (op.get("requestBody", {}).get("content", {}).get("application/json", {})
-                        .get("examples", {}))
-            for name, example in examples.items():
-                parts.append(f"<h4 class='example'>Example: {e(example.get('summary', name))}</h4>"
-                             f"<pre>{e(json.dumps(example['value'], indent=2))}</pre>")
-            statuses = ", ".join(f"{code} {op['responses'][code].get('description', '')}" for code in op.get(
-                "responses", {}))
-            parts.append(f"<p class='responses'>Responses: {e(statuses)}</p>")
-    parts.append("</body></html>")
-    return "".join(parts)
+    """Swagger UI on /docs.json: markdown descriptions rendered, every operation with "Try it out"."""
+    return get_swagger_ui_html(openapi_url="docs.json", title=TITLE,
+                               swagger_js_url=f"{ASSETS[1:]}/swagger-ui-bundle.js",
+                               swagger_css_url=f"{ASSETS[1:]}/swagger-ui.css",
+                               swagger_favicon_url=f"{ASSETS[1:]}/favicon-32x32.png",
+                               swagger_ui_parameters={"tryItOutEnabled": True, "defaultModelsExpandDepth": 0})
 
 
 # ---- BentoML's own routes ----------------------------------------------------------------------------------
@@ -281,7 +259,7 @@ class FrontDoor:
     """ASGI middleware in front of BentoML's router (registered with the public `add_asgi_middleware`).
 
     BentoML routes `/` and `/docs.json` to its boilerplate page and spec before mounted apps are tried, so
-    those two paths are handed to our app. Probes and /metrics stay BentoML's; any error it answers there
+    those paths (and the docs page's assets) are handed to our app. Probes and /metrics stay BentoML's; any error it answers there
     in plain text (a failing /readyz, a wrong method) is rewritten to our error JSON.
     """
 
@@ -294,7 +272,8 @@ class FrontDoor:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if scope.get("path") in self.OWN_PATHS:
+        path = scope.get("path", "")
+        if path in self.OWN_PATHS or path.startswith(ASSETS + "/"):
             return await self.api(scope, receive, send)
         await self.app(scope, receive, _json_errors(send))
 

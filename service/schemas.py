@@ -88,7 +88,7 @@ CONDITIONS_DOC = ("Experimental conditions to score. Each is a trained track id 
                   "`{\"track\": \"ENCFF001\"}`) or a mapping of metadata values such as "
                   "`{\"biosample\": \"K562\", \"target\": \"CTCF\", \"lab\": \"lab-B\"}`: any subset of the "
                   "variables listed by GET /metadata, including combinations never measured; omitted "
-                  "variables are averaged over.")
+                  "variables are averaged over. An `int` variable takes whole numbers (`2` or `2.0`, not `2.5`).")
 
 
 class _Strict(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import typing as t
 
 import bentoml
@@ -17,10 +18,22 @@ from .admission import Admission
 from .engine import Engine
 from .http_api import FrontDoor, app, attach
 from .metrics import get_metrics
-from .settings import Settings
+from . import preflight
 
 logger = logging.getLogger("mfd.service")
-SETTINGS = Settings.from_env()
+# Checked in BentoML's main process before any worker starts: a bad start-up ends it with one line, exit 2.
+SETTINGS = preflight.settings_or_exit()
+preflight.watch_workers()
+
+
+def _cannot_start(exc: Exception) -> None:
+    """A worker's start-up failed: have the whole server stop with one line (see service.preflight) rather than
+    let BentoML restart this worker forever; a traceback only outside such a server."""
+    message = f"{type(exc).__name__}: {exc}"
+    if not preflight.worker_failed(message):
+        raise exc
+    logger.error("cannot start: %s", preflight.one_line(message))
+    os._exit(preflight.EXIT_STATUS)
 
 
 @bentoml.asgi_app(app, path="/")
@@ -39,14 +52,20 @@ class MFDService:
     def __init__(self) -> None:
         self.settings = SETTINGS
         get_metrics()  # create our series now, after BentoML set up multiprocess metrics in this worker
-        self.engine = Engine(self.settings)
+        try:
+            self.engine = Engine(self.settings)
+        except Exception as exc:  # noqa: BLE001 - any failure here ends the server, see _cannot_start
+            _cannot_start(exc)
         self.admission = Admission(self.settings, self.engine.backend.name)
         self.grpc_server: t.Any = None
         attach(self.engine, self.admission)
 
     @bentoml.on_startup
     async def _start(self) -> None:
-        await self.engine.start()
+        try:
+            await self.engine.start()
+        except Exception as exc:  # noqa: BLE001 - any failure here ends the server, see _cannot_start
+            _cannot_start(exc)
         # Everything loaded so far (torch, the model, BentoML) lives as long as the process: move it out of the
         # cyclic GC's reach, so full collections under load scan only request garbage (shorter pauses).
         gc.collect()

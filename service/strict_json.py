@@ -3,6 +3,9 @@
 Python's `json` accepts `NaN`/`Infinity` literals, turns `1e999` into infinity, parses integers of any length
 and recurses once per nesting level. Here a request body is refused, with a 4xx naming the reason, when it
 - is not UTF-8 JSON (400) or nests deeper than MAX_DEPTH (400; MFD requests need 4 levels),
+- holds text that is not Unicode: invalid UTF-8 bytes, or a lone surrogate escape such as `"\\ud800"` (400,
+  naming the field that holds it; I-JSON, RFC 7493 §2.1, forbids both). Python's `json` would pass both on as
+  strings that no encoder can write back, so they would otherwise fail far later, as a 500,
 - holds a NaN/Infinity literal or a number that is not finite as a double (422),
 - holds an integer outside ±(2**53 - 1), the range JSON numbers keep exactly (I-JSON, RFC 7493) (422).
 Responses are written with `allow_nan=False`: a non-finite number in a result raises instead of producing
@@ -22,6 +25,9 @@ MAX_DEPTH = 32
 MAX_SAFE_INTEGER = 2**53 - 1
 _OPENERS, _CLOSERS = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+#: A `\uD800`–`\uDFFF` escape: a surrogate, usually half of a pair (fine); only then are strings inspected.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _reject_constant(name: str) -> Any:
@@ -51,23 +57,77 @@ def nesting_depth(body: bytes) -> int:
     return int(np.cumsum(steps).max(initial=0))
 
 
-def loads(body: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
-    """Parse a request body strictly; RequestError (4xx, field `body`) on anything RFC 8259 or we refuse."""
+def loads(body: bytes, *, max_depth: int = MAX_DEPTH, root: str = "") -> Any:
+    """Parse a request body strictly; RequestError (4xx) on anything RFC 8259 / I-JSON or we refuse.
+
+    Errors about the body as a whole name the field `body` (or `root`); text that is not Unicode names the
+    path of the string holding it, below `root` (`conditions[0].biosample`, `CONDITIONS[2].lab`).
+    """
+    whole = root or "body"
     if not body.strip():
-        raise RequestError("body", "request body is empty; send a JSON object", status=400)
+        raise RequestError(whole, "request body is empty; send a JSON object", status=400)
     # The depth scan runs on the bytes before parsing, so a 100k-deep body never reaches a recursive parser.
     if nesting_depth(body) > max_depth:
-        raise RequestError("body", f"JSON nests deeper than {max_depth} levels", status=400)
+        raise RequestError(whole, f"JSON nests deeper than {max_depth} levels", status=400)
     try:
-        return json.loads(body, parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float)
-    except RequestError:
-        raise
+        text, bad_bytes = body.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        # Decoded anyway (bad bytes → U+DC80…U+DCFF), so the string that holds them can be named below.
+        text, bad_bytes = body.decode("utf-8", "surrogateescape"), exc
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float)
+    except RequestError as exc:
+        raise RequestError(root or exc.field, exc.message, status=exc.status) from None
     except RecursionError:
-        raise RequestError("body", f"JSON nests deeper than {max_depth} levels", status=400) from None
-    except UnicodeDecodeError:
-        raise RequestError("body", "request body is not UTF-8 text", status=400) from None
+        raise RequestError(whole, f"JSON nests deeper than {max_depth} levels", status=400) from None
     except ValueError as exc:
-        raise RequestError("body", f"request body is not valid JSON: {truncate(str(exc), 200)}", status=400) from None
+        if bad_bytes is not None:
+            raise RequestError(whole, f"request body is not UTF-8 text: {_bad_bytes(bad_bytes)}",
+                               status=400) from None
+        raise RequestError(whole, f"request body is not valid JSON: {truncate(str(exc), 200)}", status=400) from None
+    if bad_bytes is not None or _SURROGATE_ESCAPE.search(body):
+        _refuse_non_unicode(value, root, bad_bytes)
+    return value
+
+
+def _bad_bytes(exc: UnicodeDecodeError) -> str:
+    return f"invalid UTF-8 byte 0x{exc.object[exc.start]:02x} at byte offset {exc.start}"
+
+
+def _child(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _shown(text: str, raw_bytes: bool) -> str:
+    """`text` printable in an error, itself valid UTF-8: undecodable bytes as `\\xff`, surrogates as `\\ud800`."""
+    if raw_bytes:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return truncate(text.encode("utf-8", "backslashreplace").decode("utf-8"), 60)
+
+
+def _refuse_non_unicode(value: Any, root: str, bad_bytes: UnicodeDecodeError | None) -> None:
+    """RequestError naming the first string (value or key) that holds a surrogate; iterative, no recursion."""
+    reason = (f"is not UTF-8 text ({_bad_bytes(bad_bytes)})" if bad_bytes is not None else
+              "holds a lone surrogate escape (\\ud800-\\udfff without its pair), which is not Unicode text")
+    stack: list[tuple[str, Any]] = [(root, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATES.search(item):
+                raise RequestError(path or "body", f"string \"{_shown(item, bad_bytes is not None)}\" {reason}", status=400,
+                                   kind="invalid_text")
+        elif isinstance(item, dict):
+            for key, child in reversed(list(item.items())):
+                if _SURROGATES.search(key):
+                    raise RequestError(path or "body", f"key \"{_shown(key, bad_bytes is not None)}\" {reason}", status=400,
+                                       kind="invalid_text")
+                stack.append((_child(path, key), child))
+        elif isinstance(item, list):
+            stack.extend((_child(path, i), child) for i, child in reversed(list(enumerate(item))))
+    if bad_bytes is not None:  # every string decoded: the bad bytes sat outside strings (json refused those)
+        raise RequestError(root or "body", f"request body is not UTF-8 text: {_bad_bytes(bad_bytes)}", status=400)
 
 
 def dumps(payload: Any) -> bytes:

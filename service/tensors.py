@@ -142,10 +142,10 @@ def _decode_condition(raw: bytes, index: int) -> Any:
     if not text.lstrip().startswith(("{", "[", '"')):
         return text
     try:
-        return strict_json.loads(raw)
+        return strict_json.loads(raw, root=f"CONDITIONS[{index}]")
     except RequestError as exc:
-        raise RequestError(f"CONDITIONS[{index}]", exc.message.replace("request body is ", ""),
-                           status=exc.status) from None
+        raise RequestError(exc.field, exc.message.replace("request body is ", ""), status=exc.status,
+                           kind=exc.kind) from None
 
 
 def _bool_parameters(request) -> dict[str, bool]:
@@ -168,10 +168,10 @@ def _conditions(request, tensors: dict[str, Any], raw: dict[str, bytes | None]) 
         if param.WhichOneof("parameter_choice") != "string_param":
             raise RequestError("parameters.conditions", "must be a string parameter holding a JSON array")
         try:
-            values = strict_json.loads(param.string_param.encode("utf-8"))
+            values = strict_json.loads(param.string_param.encode("utf-8"), root="parameters.conditions")
         except RequestError as exc:
-            raise RequestError("parameters.conditions", exc.message.replace("request body is ", ""),
-                               status=exc.status) from None
+            raise RequestError(exc.field, exc.message.replace("request body is ", ""), status=exc.status,
+                               kind=exc.kind) from None
         if not isinstance(values, list):
             raise RequestError("parameters.conditions", "must be a JSON array of conditions")
         return values

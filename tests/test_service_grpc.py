@@ -125,3 +125,42 @@ def test_typed_predict_rpc_mirrors_http(mfd_service):
     typed = np.array([[s.logit for s in r.scores] for r in response.results])
     expected = np.array([[s["logit"] for s in r["scores"]] for r in http["results"]])
     np.testing.assert_allclose(typed, expected, atol=1e-6)
+
+
+def test_typed_predict_returns_features_when_asked_like_http(mfd_service):
+    import grpc
+    import httpx
+
+    from service.proto import mfd_v1_pb2 as pb
+    from service.proto import mfd_v1_pb2_grpc as pb_grpc
+
+    sequences = random_sequences(2, seed=23)
+    with grpc.insecure_channel(mfd_service.grpc_url) as channel:
+        stub = pb_grpc.PredictorStub(channel)
+        plain = pb.PredictRequest(sequences=sequences, conditions=[pb.Condition(track="ENCFF001")])
+        without = stub.Predict(plain, timeout=60)
+        plain.return_features = True
+        with_features = stub.Predict(plain, timeout=60)
+    assert all(len(r.f_bio) == 0 and len(r.f_tech) == 0 for r in without.results)
+    http = httpx.post(f"{mfd_service.http_url}/predict", json={
+        "sequences": sequences, "conditions": ["ENCFF001"], "return_features": True}, timeout=60).json()
+    for typed, rest in zip(with_features.results, http["results"], strict=True):
+        assert len(typed.f_bio) == len(rest["f_bio"]) > 0 and len(typed.f_tech) == len(rest["f_tech"]) > 0
+        # float32 on the wire (the features' own precision); JSON carries the same float32 values as doubles
+        np.testing.assert_allclose(typed.f_bio, rest["f_bio"], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(typed.f_tech, rest["f_tech"], rtol=1e-6, atol=1e-7)
+
+
+def test_committed_stubs_are_what_grpcio_tools_generates(tmp_path):
+    """service/proto/*_pb2*.py are generated, never edited: regenerate from the .proto and compare byte for byte."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I.", f"--python_out={tmp_path}",
+                    f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}", "service/proto/mfd_v1.proto"],
+                   cwd=root, check=True, capture_output=True, timeout=120)
+    for name in ("mfd_v1_pb2.py", "mfd_v1_pb2.pyi", "mfd_v1_pb2_grpc.py"):
+        generated = (tmp_path / "service" / "proto" / name).read_text()
+        assert generated == (root / "service" / "proto" / name).read_text(), f"{name} is stale: regenerate it"

@@ -261,3 +261,153 @@ def test_generated_typed_requests_never_internal(grpc_stubs, metadata):
     except (ValueError, TypeError):
         return  # not representable as a protobuf Struct: no client can send it
     grpc_code(lambda: grpc_stubs[1].Predict(request, timeout=60))
+
+
+# ---- text that is not Unicode, in every string field of every request model --------------------------------
+def string_slots(schema: dict, defs: dict, path: tuple = ()):
+    """Every place a request model takes a string: ("conditions", 0, "<key>") is a metadata key, "<value>" a
+    metadata value; read from the models' JSON Schema so a new string field is covered without editing this."""
+    if "$ref" in schema:
+        yield from string_slots(defs[schema["$ref"].split("/")[-1]], defs, path)
+        return
+    for sub in schema.get("anyOf", []) + schema.get("oneOf", []) + schema.get("allOf", []):
+        yield from string_slots(sub, defs, path)
+    kind = schema.get("type")
+    if kind == "string":
+        yield path
+    elif kind == "array":
+        yield from string_slots(schema.get("items", {}), defs, path + (0,))
+    elif kind == "object":
+        for name, sub in schema.get("properties", {}).items():
+            yield from string_slots(sub, defs, path + (name,))
+        if isinstance(schema.get("additionalProperties"), dict):
+            yield path + ("<key>",)
+            yield from string_slots(schema["additionalProperties"], defs, path + ("<value>",))
+
+
+def _slots() -> list[tuple[str, tuple]]:
+    from service.schemas import PredictRequest, VariantRequest
+
+    found = set()
+    for route, model in (("/predict", PredictRequest), ("/predict_variants", VariantRequest)):
+        schema = model.model_json_schema()
+        found |= {(route, slot) for slot in string_slots(schema, schema.get("$defs", {}))}
+    return sorted(found, key=str)
+
+
+STRING_SLOTS = _slots()
+PLACEHOLDER = "@@NOT-UNICODE@@"
+NOT_UNICODE = st.one_of(st.integers(0xD800, 0xDFFF).map(lambda c: f"\\u{c:04x}".encode()),  # lone escape
+                        st.sampled_from([b"\xff", b"\x80", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf5\x80\x80\x80",
+                                         b"\xe2\x82"]))                                   # invalid UTF-8
+
+
+def body_with_text_at(route: str, slot: tuple) -> tuple[dict, str]:
+    """A valid request for `route` with PLACEHOLDER at `slot`, and the field name an error must give."""
+    if route == "/predict_variants":
+        payload: dict = {"variants": [{"chrom": "chr1", "pos": 15000, "ref": "A", "alt": "G"}],
+                         "conditions": ["ENCFF001"]}
+    elif slot[0] == "intervals":
+        payload = {"intervals": [{"chrom": "chr1", "start": 100, "end": 100 + SEQ_LEN}], "conditions": ["ENCFF001"]}
+    else:
+        payload = {"sequences": [SEQ], "sequence_ids": ["w0"], "conditions": ["ENCFF001"]}
+    field = ""
+    if slot[-1] == "<key>":
+        payload[slot[0]][0] = {PLACEHOLDER: "K562"}
+        return payload, f"{slot[0]}[0]"
+    if "<value>" in slot:
+        payload[slot[0]][0] = {"biosample": [PLACEHOLDER] if slot[-1] == 0 else PLACEHOLDER}
+        return payload, f"{slot[0]}[0].biosample" + ("[0]" if slot[-1] == 0 else "")
+    target = payload
+    for part in slot[:-1]:
+        target = target[part]
+    target[slot[-1]] = PLACEHOLDER
+    for part in slot:
+        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else part)
+    return payload, field
+
+
+def test_every_string_field_is_found():
+    fields = {body_with_text_at(route, slot)[1] for route, slot in STRING_SLOTS}
+    assert {"sequences[0]", "sequence_ids[0]", "intervals[0].chrom", "intervals[0].id", "conditions[0]",
+            "conditions[0].biosample", "conditions[0].biosample[0]", "variants[0].chrom", "variants[0].ref",
+            "variants[0].alt", "variants[0].id"} <= fields, fields
+
+
+@settings(max_examples=120, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(where=st.sampled_from(STRING_SLOTS), prefix=st.text(st.characters(codec="utf-8"), max_size=4),
+       bad=NOT_UNICODE)
+def test_text_that_is_not_unicode_is_a_400_naming_its_field(mfd_service, where, prefix, bad):
+    route, slot = where
+    payload, field = body_with_text_at(route, slot)
+    escaped_prefix = json.dumps(prefix)[1:-1].encode()
+    body = json.dumps(payload).encode().replace(PLACEHOLDER.encode(), escaped_prefix + bad)
+    response = post_raw(mfd_service, route, body)
+    error = check_answer(response)["error"]
+    assert response.status_code == 400 and error["field"] == field, (body[:300], response.text[:500])
+    assert "UTF-8" in error["message"] or "surrogate" in error["message"]
+
+
+def test_kserve_conditions_with_lone_surrogates_are_invalid_argument(grpc_stubs):
+    from tritonclient.grpc import service_pb2
+
+    for raw, field in ((rb'{"lab":"\udbff"}', "CONDITIONS[0].lab"), (b'{"lab":"\xed\xa0\x80"}', "CONDITIONS[0]")):
+        request = service_pb2.ModelInferRequest(model_name="mfd")
+        request.inputs.add(name="SEQUENCES", datatype="BYTES", shape=[1]).contents.bytes_contents.append(SEQ.encode())
+        request.inputs.add(name="CONDITIONS", datatype="BYTES", shape=[1]).contents.bytes_contents.append(raw)
+        with pytest.raises(grpc.RpcError) as err:
+            grpc_stubs[0].ModelInfer(request, timeout=60)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith(field + ":"), err.value.details()
+
+
+def test_grpc_requests_with_invalid_utf8_on_the_wire_are_invalid_argument(mfd_service):
+    """A proto3 string holding invalid UTF-8 (a client that is not protobuf, or a broken one) on both services."""
+    from tritonclient.grpc import service_pb2
+
+    from service.proto import mfd_v1_pb2 as pb
+
+    typed = pb.PredictRequest(sequences=[SEQ], sequence_ids=["PLACE"]).SerializeToString()
+    kserve = service_pb2.ModelInferRequest(model_name="PLACE").SerializeToString()
+    with grpc.insecure_channel(mfd_service.grpc_url) as channel:
+        for method, good in (("/mfd.v1.Predictor/Predict", typed),
+                             ("/inference.GRPCInferenceService/ModelInfer", kserve)):
+            with pytest.raises(grpc.RpcError) as err:
+                channel.unary_unary(method)(good.replace(b"PLACE", b"\xed\xa0\x80\xff\xfe"), timeout=60)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.value.code(), err.value.details())
+            assert err.value.details().startswith("request:") and "UTF-8" in err.value.details()
+
+
+# ---- int variables take whole numbers only, on every transport ----------------------------------------------
+@pytest.mark.parametrize("value,status", [(2, 200), (2.0, 200), (2.5, 422), (1e-9 + 2, 422)])
+def test_int_variables_refuse_fractions_over_json(mfd_service, value, status):
+    body = json.dumps({"sequences": [SEQ], "conditions": [{"replicates": value}]}).encode()
+    response = post_raw(mfd_service, "/predict", body)
+    answer = check_answer(response)
+    assert response.status_code == status, response.text
+    if status == 422:
+        assert answer["error"]["field"] == "conditions[0].replicates" and "whole" in answer["error"]["message"]
+
+
+def test_int_variables_refuse_fractions_over_grpc(grpc_stubs):
+    from tritonclient.grpc import service_pb2
+
+    from service.proto import mfd_v1_pb2 as pb
+
+    for value, ok in ((2.0, True), (2.5, False)):
+        request = pb.PredictRequest(sequences=[SEQ])
+        request.conditions.add().metadata.update({"replicates": value})
+        kserve = service_pb2.ModelInferRequest(model_name="mfd")
+        kserve.inputs.add(name="SEQUENCES", datatype="BYTES", shape=[1]).contents.bytes_contents.append(SEQ.encode())
+        kserve.inputs.add(name="CONDITIONS", datatype="BYTES", shape=[1]).contents.bytes_contents.append(
+            json.dumps({"replicates": value}).encode())
+        for call, field in ((lambda: grpc_stubs[1].Predict(request, timeout=60), "conditions[0].replicates"),
+                            (lambda: grpc_stubs[0].ModelInfer(kserve, timeout=60), "CONDITIONS[0].replicates")):
+            if ok:
+                call()
+                continue
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.details().startswith(field + ":") and "whole" in err.value.details()

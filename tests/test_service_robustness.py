@@ -7,12 +7,9 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import httpx
@@ -20,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.fixtures.service import SEQ_LEN, random_sequences, run_service
+from tests.fixtures.service import random_sequences, run_service
 from tests.fixtures.triton import start_triton
 
 pytestmark = pytest.mark.slow
@@ -205,21 +202,14 @@ def test_no_stalls_under_eight_concurrent_clients(default_threads_service):
 
 
 # ---- docs ----------------------------------------------------------------------------------------------------
-def test_docs_page_renders_in_headless_chromium(mfd_service, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "chromium is not installed (scripts/install_tools.sh installs it)"
+def test_docs_json_is_ours_and_names_the_model(mfd_service):
+    """The page itself (Swagger UI, executing an example in chromium) is tested in test_service_docs_page.py."""
     spec = httpx.get(f"{mfd_service.http_url}/docs.json", timeout=30).json()
     assert spec["info"]["title"].startswith("MFD") and "BentoML" not in json.dumps(spec["info"])
     assert "tiny-test-model" in spec["info"]["version"]
     examples = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["examples"]
     assert {"track", "never_measured", "biological_only"} <= set(examples)
     assert spec["paths"]["/predict_variants"]["post"]["requestBody"]["content"]["application/json"]["examples"]
-    result = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--dump-dom", f"{mfd_service.http_url}/"], capture_output=True, text=True, timeout=120)
-    dom = result.stdout
-    assert "<title>MFD: Metadata-guided Feature Disentanglement</title>" in dom, result.stderr[-2000:]
-    assert "tiny-test-model" in dom and "POST /predict_variants" in dom and "biological_only" in dom
-    assert "HepG2" in dom  # the never-measured combination example
-    assert "Machine Learning Service created with BentoML" not in dom
+    page = httpx.get(f"{mfd_service.http_url}/", timeout=30).text
+    assert "<title>MFD: Metadata-guided Feature Disentanglement</title>" in page
+    assert "Machine Learning Service created with BentoML" not in page

@@ -28,20 +28,22 @@ class Condition(_message.Message):
     def __init__(self, track: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("sequences", "sequence_ids", "intervals", "conditions", "biological_only", "reverse_complement")
+    __slots__ = ("sequences", "sequence_ids", "intervals", "conditions", "biological_only", "reverse_complement", "return_features")
     SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_IDS_FIELD_NUMBER: _ClassVar[int]
     INTERVALS_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     BIOLOGICAL_ONLY_FIELD_NUMBER: _ClassVar[int]
     REVERSE_COMPLEMENT_FIELD_NUMBER: _ClassVar[int]
+    RETURN_FEATURES_FIELD_NUMBER: _ClassVar[int]
     sequences: _containers.RepeatedScalarFieldContainer[str]
     sequence_ids: _containers.RepeatedScalarFieldContainer[str]
     intervals: _containers.RepeatedCompositeFieldContainer[Interval]
     conditions: _containers.RepeatedCompositeFieldContainer[Condition]
     biological_only: bool
     reverse_complement: bool
-    def __init__(self, sequences: _Optional[_Iterable[str]] = ..., sequence_ids: _Optional[_Iterable[str]] = ..., intervals: _Optional[_Iterable[_Union[Interval, _Mapping]]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., biological_only: bool = ..., reverse_complement: bool = ...) -> None: ...
+    return_features: bool
+    def __init__(self, sequences: _Optional[_Iterable[str]] = ..., sequence_ids: _Optional[_Iterable[str]] = ..., intervals: _Optional[_Iterable[_Union[Interval, _Mapping]]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., biological_only: bool = ..., reverse_complement: bool = ..., return_features: bool = ...) -> None: ...
 
 class ResolvedCondition(_message.Message):
     __slots__ = ("index", "track", "metadata")
@@ -70,14 +72,18 @@ class Score(_message.Message):
     def __init__(self, condition: _Optional[int] = ..., probability: _Optional[float] = ..., logit: _Optional[float] = ..., logit_bio: _Optional[float] = ..., logit_tech: _Optional[float] = ..., bias: _Optional[float] = ...) -> None: ...
 
 class WindowResult(_message.Message):
-    __slots__ = ("index", "id", "scores")
+    __slots__ = ("index", "id", "scores", "f_bio", "f_tech")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
+    F_BIO_FIELD_NUMBER: _ClassVar[int]
+    F_TECH_FIELD_NUMBER: _ClassVar[int]
     index: int
     id: str
     scores: _containers.RepeatedCompositeFieldContainer[Score]
-    def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[Score, _Mapping]]] = ...) -> None: ...
+    f_bio: _containers.RepeatedScalarFieldContainer[float]
+    f_tech: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[Score, _Mapping]]] = ..., f_bio: _Optional[_Iterable[float]] = ..., f_tech: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("model", "backend", "biological_only", "reverse_complement", "conditions", "results")
