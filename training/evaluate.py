@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 def report_table(split: str, m: dict[str, Any]) -> str:
     """The report for people: the authors' figures under their names, then ours (the JSON has everything)."""
     def fmt(value: Any) -> str:
-        return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+        return "n/a" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
     rows = [("windows", m["windows"]), ("AUROC (mean over tracks, strand-averaged)", m["auroc_mean"]),
             ("AUPRC (mean over tracks, strand-averaged)", m["auprc_mean"]),

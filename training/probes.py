@@ -109,8 +109,10 @@ def r2_predictor(source: np.ndarray, target: np.ndarray, *, seed: int = 0, batch
 
 
 def posthoc_probes(f_bio: np.ndarray, f_tech: np.ndarray, *, seed: int = 0) -> dict[str, float]:
-    """All three probes with the authors' key names (`independence/` prefix dropped)."""
-    out = shuffle_discriminator(f_bio, f_tech, seed=seed)
-    out.update({f"pred_bio_tech_{k}": v for k, v in r2_predictor(f_bio, f_tech, seed=seed).items()})
-    out.update({f"pred_tech_bio_{k}": v for k, v in r2_predictor(f_tech, f_bio, seed=seed).items()})
+    """All three probes with the authors' key names (`independence/` prefix dropped); torch's global RNG (seeded
+    for the weights' initialisation) is restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        out = shuffle_discriminator(f_bio, f_tech, seed=seed)
+        out.update({f"pred_bio_tech_{k}": v for k, v in r2_predictor(f_bio, f_tech, seed=seed).items()})
+        out.update({f"pred_tech_bio_{k}": v for k, v in r2_predictor(f_tech, f_bio, seed=seed).items()})
     return out
