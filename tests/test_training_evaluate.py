@@ -114,3 +114,20 @@ def test_enhancer_table_separates_biology_from_a_gc_confounder():
     assert rows["f_tech"]["auroc_raw"] > 0.7                         # GC leaks the label into f_tech …
     assert abs(rows["f_tech"]["auroc_gc_regressed"] - 0.5) < 0.15    # … and regressing GC out removes it (0.44)
     assert rows["gc_content"]["auroc_raw"] > 0.75
+
+
+def test_rare_variant_enrichment_finds_the_planted_part():
+    from training.rare_variants import enrichment, rare_variant_table
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    rare = rng.random(n) < 0.3
+    af = np.where(rare, rng.uniform(1e-5, 0.009, n), rng.uniform(0.02, 0.5, n))
+    bio = rng.normal(size=n) * np.where(rare, 2.0, 1.0)        # rare variants carry larger biological effects
+    tech = rng.normal(size=n)                                 # the technical part ignores frequency
+    rows = {r["effect"]: r for r in rare_variant_table(af, {"bio": bio, "tech": tech})}
+    assert rows["bio"]["odds_ratio"] > 3 and rows["bio"]["p_value"] < 1e-10
+    assert rows["tech"]["p_value"] > 0.01 and 0.5 < rows["tech"]["odds_ratio"] < 2
+    assert sum(rows["bio"][k] for k in ("rare_large", "rare_small", "common_large", "common_small")) == n
+    with pytest.raises(ValueError, match="af: allele frequencies"):
+        enrichment(np.array([0.1, 1.5]), np.array([0.1, 0.2]))
