@@ -25,7 +25,10 @@ def cli(*args: str, module: str = "training.train", launcher: list[str] | None =
 
 
 def history(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    """history.jsonl, parsed strictly: NaN / Infinity (which Python's json accepts) fail the test."""
+    def refuse(name: str):
+        raise ValueError(f"history.jsonl holds {name}, which is not JSON")
+    return [json.loads(line, parse_constant=refuse) for line in (out / "history.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow

@@ -59,7 +59,7 @@ def test_build_store_then_train_one_epoch_from_it(tiny_demo_dir, reversed_demo, 
 
     config = {
         "name": "store-tiny",
-        "data": {"store": {"dir": "store", "eval_max_windows": 64,
+        "data": {"store": {"dir": "store", "eval_max_windows": 16,
                            "universe": {"min_overlap": 32, "min_coverage": 1, "val_fraction": 0.1, "val_blocks": 2,
                                         "test": ["chr5"]}}},
         "metadata": {"mapping": str(tiny_demo_dir / "mapping.yaml")},
@@ -78,16 +78,21 @@ def test_build_store_then_train_one_epoch_from_it(tiny_demo_dir, reversed_demo, 
     assert [t.id for t in card.tracks] == ids
     assert card.tracks[0].metadata["target"] == table[0]["target"]
     assert card.seq_len == 2177
-    for split in ("val", "test"):
+    sizes = load_source(load_config(tmp_path / "config.yaml")).split_sizes()
+    assert sizes["test"] > 16   # eval_max_windows caps the per-epoch validation; the card's test figure is whole
+    for split, windows in (("val", min(16, sizes["val"])), ("test", sizes["test"])):
         metrics = card.metrics[split]
-        assert 0 < metrics["windows"] <= 64 and 0.0 <= metrics["auroc_mean"] <= 1.0, split
+        assert metrics["windows"] == windows and 0.0 <= metrics["auroc_mean"] <= 1.0, split
         assert set(metrics["per_track"]) <= set(ids)
+    assert "rf_accuracy" in card.metrics["test"]["authors"] and "rf_accuracy" not in card.metrics["val"]["authors"]
     assert card.metrics["epoch"] == 1 and np.isfinite(card.metrics["val"]["loss"])
     assert (out / "history.jsonl").read_text().count("\n") == 1
     assert evaluate_main([str(out), "--config", str(tmp_path / "config.yaml"), "--split", "test",
                           "--max-windows", "20", "--out", str(tmp_path / "test.json")]) == 0
-    capsys.readouterr()
-    assert json.loads((tmp_path / "test.json").read_text())["test"]["windows"] == 20
+    table = capsys.readouterr().err
+    assert "authors: rf_accuracy" in table and "authors: pred_bio_tech_val_R2" in table
+    report = json.loads((tmp_path / "test.json").read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert report["test"]["windows"] == 20 and "shuffled_val_accuracy" in report["test"]["authors"]
 
     # the universe must match how the store was built, and the store must be finished; errors name the field
     cfg = load_config(tmp_path / "config.yaml", {"data.store.universe.min_overlap": 64})
@@ -189,3 +194,8 @@ def test_store_config_section_validation():
         config_from_dict({"metadata": mapping})
     shipped = load_config(ROOT / "training" / "configs" / "paper.yaml")
     assert shipped.data.store.universe == universe and shipped.model.window_bases == 2177
+    # the published checkpoint's recipe: covariance + R² predictors at 0.01; covariance-only is its own preset
+    assert (shipped.penalty.kind, shipped.penalty.coeff, shipped.penalty.hidden) == ("covariance+predictor", 0.01, 1024)
+    covariance = load_config(ROOT / "training" / "configs" / "paper_covariance.yaml")
+    assert (covariance.penalty.kind, covariance.penalty.coeff) == ("covariance", 0.01)
+    assert covariance.data.store.universe == universe and covariance.name != shipped.name

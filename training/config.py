@@ -88,7 +88,7 @@ class StoreConfig(_Strict):
     dir: str
     universe: UniverseConfig = Field(default_factory=UniverseConfig)   # `paper` or a mapping
     num_workers: int = Field(0, ge=0)            # DataLoader workers over the memory-mapped store
-    eval_max_windows: Optional[int] = Field(None, ge=1)   # evaluate on at most this many windows per split
+    eval_max_windows: Optional[int] = Field(None, ge=1)   # per-epoch validation on at most this many windows
 
     @field_validator("universe", mode="before")
     @classmethod
@@ -148,7 +148,7 @@ class TrainConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     threads: Optional[int] = Field(None, ge=1)
     max_steps_per_epoch: Optional[int] = Field(None, ge=1)
-    eval_max_windows: Optional[int] = Field(None, ge=1)
+    eval_max_windows: Optional[int] = Field(None, ge=1)   # validation only; test is always whole
     eval_batch_size: int = Field(256, ge=1)
 
     @field_validator("device")

@@ -99,12 +99,70 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / denom) if denom > 0 else 0.0
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, ±inf) replaced by None, so `json.dumps(..., allow_nan=False)`
+    writes strict JSON (a track with one class has no AUROC; a ratio over zero variance has no value)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den > 0 else float("nan")
+
+
+# The authors' forest check: 50 validation batches of 256 windows; within each batch the real pairs
+# [f_bio, f_tech] and fake pairs [f_bio, f_tech permuted within the batch]; then all rows shuffled and split 70/30.
+RF_WINDOWS = 12_800
+RF_BATCH = 256
+
+
+def rf_independence_accuracy(f_bio: np.ndarray, f_tech: np.ndarray, *, windows: int | None = RF_WINDOWS,
+                             batch: int = RF_BATCH, n_estimators: int = 100, max_depth: int = 4,
+                             seed: int = 0) -> float:
+    """The authors' `val/rf_accuracy`: test accuracy of a random forest telling real (bio, tech) pairs from shuffled.
+
+    As their `eval_independence_rf` + `make_adversarial_batch`: `windows` windows (taken in a seeded random order,
+    as their validation loader draws batches), pairs formed per batch of `batch` windows first, then every row
+    shuffled and split 70 % fit / 30 % score; `RandomForestClassifier(max_depth=4)` with sklearn's defaults
+    otherwise (100 trees, sqrt features, bootstrap). They leave the seeds free; we fix them. 0.5 = independent.
+    Because a window's real and fake rows share f_bio and can land on both sides of the split, a forest that
+    memorises f_bio can score a little under 0.5: that is the authors' number, kept as is.
+    """
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(seed)
+    n = len(f_bio)
+    if n < 10:
+        return float("nan")
+    take = rng.permutation(n)[: n if windows is None else windows]
+    bio, tech = np.asarray(f_bio)[take], np.asarray(f_tech)[take]
+    rows, labels = [], []
+    for start in range(0, len(take), batch):
+        b, t = bio[start:start + batch], tech[start:start + batch]
+        rows += [np.concatenate([b, t], axis=1), np.concatenate([b, t[rng.permutation(len(t))]], axis=1)]
+        labels += [np.ones(len(b)), np.zeros(len(b))]
+    x, y = np.concatenate(rows).astype(np.float32), np.concatenate(labels)
+    order = rng.permutation(len(x))
+    x, y = x[order], y[order]
+    n_fit = int(0.7 * len(x))
+    forest = RandomForestClassifier(n_estimators=n_estimators, max_depth=max_depth, random_state=seed, n_jobs=1)
+    forest.fit(x[:n_fit], y[:n_fit])
+    return float(forest.score(x[n_fit:], y[n_fit:]))
+
+
 def shuffled_pair_accuracy(f_bio: np.ndarray, f_tech: np.ndarray, *, max_samples: int = 2000, seed: int = 0,
                            n_estimators: int = 50, max_depth: int = 4) -> float:
     """Held-out accuracy of a random forest telling real [f_bio, f_tech] rows from [f_bio, shuffled f_tech].
 
     0.5 = the forest cannot tell them apart (the subspaces look independent); 1.0 = fully dependent. As the
-    authors evaluate it: depth-4 forest, 70 % of the windows to fit, 30 % to score.
+    authors' forest (depth 4) but ours: windows split 70/30 *before* pairing, 50 trees on 2,000 windows.
     """
     from sklearn.ensemble import RandomForestClassifier
 
@@ -131,20 +189,45 @@ def shuffled_pair_accuracy(f_bio: np.ndarray, f_tech: np.ndarray, *, max_samples
     return float(forest.score(x_score, y_score))
 
 
-def variance_share(logits_bio: np.ndarray, logits_tech: np.ndarray) -> dict[str, float]:
-    """How much of the predictions' variation (over windows, per track) each subspace carries.
+def prediction_variance_ratios(logits_bio: np.ndarray, logits_tech: np.ndarray) -> dict[str, float | None]:
+    """The authors' variance logging: variances over windows of sigmoid(bio logit) and sigmoid(tech logit).
 
-    `bio_share` = mean over tracks of var(bio logit) / (var(bio logit) + var(tech logit)); the authors also log
-    the ratio of the mean variances. The per-track bias is constant over windows and carries no variance.
+    Their model logs these on validation (forward strand, no augmentation), on the per-part logits *without* the
+    per-track bias (so sigmoid(0) = 0.5 is the neutral point), population variance per track, then:
+    `ratio_of_mean_variances_bio/tech` = mean var_bio / mean var_tech; `mean_contribution_of_bio_variance` =
+    mean over tracks of var_bio / (var_bio + var_tech); `mean_variances_ratio_bio/tech` = mean over tracks of
+    var_bio / var_tech; `variance_preds_biological` / `_technical` = the mean variances. Names are theirs. A
+    ratio with a zero denominator is None (they would log inf or NaN).
+    """
+    from mfd_common.numeric import sigmoid
+
+    var_bio = np.var(sigmoid(np.asarray(logits_bio, dtype=np.float64)), axis=0)
+    var_tech = np.var(sigmoid(np.asarray(logits_tech, dtype=np.float64)), axis=0)
+    total, ok = var_bio + var_tech, var_tech > 0
+    return json_safe({
+        "ratio_of_mean_variances_bio/tech": _ratio(var_bio.mean(), var_tech.mean()),
+        "mean_contribution_of_bio_variance": float(np.mean(var_bio[total > 0] / total[total > 0]))
+        if (total > 0).any() else float("nan"),
+        "mean_variances_ratio_bio/tech": float(np.mean(var_bio[ok] / var_tech[ok])) if ok.all() else float("nan"),
+        "variance_preds_biological": float(var_bio.mean()),
+        "variance_preds_technical": float(var_tech.mean()),
+    })
+
+
+def variance_share(logits_bio: np.ndarray, logits_tech: np.ndarray) -> dict[str, float | None]:
+    """Ours: how much of the logits' variation (over windows, per track) each subspace carries.
+
+    `bio_share` = mean over tracks of var(bio logit) / (var(bio logit) + var(tech logit)), on raw (strand-averaged)
+    logits rather than the authors' sigmoids; the per-track bias is constant over windows and carries no
+    variance. A ratio with a zero denominator is None, never inf (history.jsonl must stay JSON).
     """
     var_bio = np.var(np.asarray(logits_bio, dtype=np.float64), axis=0)
     var_tech = np.var(np.asarray(logits_tech, dtype=np.float64), axis=0)
     total = var_bio + var_tech
     share = np.where(total > 0, var_bio / np.where(total > 0, total, 1.0), np.nan)
     bio_share = float(np.nanmean(share)) if np.isfinite(share).any() else float("nan")
-    return {
+    return json_safe({
         "bio_share": bio_share,
-        "tech_share": 1.0 - bio_share if np.isfinite(bio_share) else float("nan"),
-        "ratio_of_mean_variances_bio_tech": float(var_bio.mean() / var_tech.mean()) if var_tech.mean() > 0
-        else float("inf"),
-    }
+        "tech_share": 1.0 - bio_share,
+        "ratio_of_mean_variances_bio_tech": _ratio(var_bio.mean(), var_tech.mean()),
+    })

@@ -33,6 +33,20 @@ SPLITS = ("train", "val", "test")
 RATE_SAMPLE = 200_000   # training windows read to estimate each track's positive rate (init_output_bias)
 
 
+def eval_limit(cfg: Config, split: str) -> int | None:
+    """The config's `eval_max_windows` (store setting first) for the per-epoch validation only.
+
+    It keeps each epoch's validation affordable; the test figures the card reports are over the whole test split
+    (a subsample only when asked: `training.evaluate --max-windows`).
+    """
+    if split != "val":
+        return None
+    store = cfg.data.store
+    if store is not None and store.eval_max_windows is not None:
+        return store.eval_max_windows
+    return cfg.train.eval_max_windows
+
+
 class DataSource:
     """Tracks, codec and per-split windows for training and evaluation."""
 
@@ -59,8 +73,9 @@ class DataSource:
 
     def predict(self, model: MFDModel, split: str, cfg: Config, device: torch.device,
                 codes: np.ndarray | None = None, reverse_complement: bool = True,
-                tracks: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Predictions over `split` (see `training.evaluate.predict_batches`), capped at the config's limit.
+                tracks: np.ndarray | None = None, max_windows: int | None = None) -> dict[str, np.ndarray]:
+        """Predictions over `split` (see `training.evaluate.predict_batches`): at most `max_windows` windows if
+        given, else the config's cap for the split (`eval_limit`).
 
         `codes` default to the source's tracks'; `tracks` reorders/selects label columns (a checkpoint's order).
         """
@@ -91,14 +106,14 @@ class MemorySource(DataSource):
 
     def predict(self, model: MFDModel, split: str, cfg: Config, device: torch.device,
                 codes: np.ndarray | None = None, reverse_complement: bool = True,
-                tracks: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                tracks: np.ndarray | None = None, max_windows: int | None = None) -> dict[str, np.ndarray]:
         windows = self.data.splits[split]
         if tracks is not None:
             windows = Windows(windows.tokens, windows.starts, windows.labels[:, tracks], windows.chrom_index,
                               windows.bins, windows.chroms)
         return predict(model, windows, self.codes if codes is None else codes,
-                       batch_size=cfg.train.eval_batch_size, device=device, max_windows=cfg.train.eval_max_windows,
-                       reverse_complement=reverse_complement)
+                       batch_size=cfg.train.eval_batch_size, device=device,
+                       max_windows=max_windows or eval_limit(cfg, split), reverse_complement=reverse_complement)
 
 
 class StoreSource(DataSource):
@@ -159,9 +174,9 @@ class StoreSource(DataSource):
 
     def predict(self, model: MFDModel, split: str, cfg: Config, device: torch.device,
                 codes: np.ndarray | None = None, reverse_complement: bool = True,
-                tracks: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                tracks: np.ndarray | None = None, max_windows: int | None = None) -> dict[str, np.ndarray]:
         store = cfg.data.store
-        limit = store.eval_max_windows if store.eval_max_windows is not None else cfg.train.eval_max_windows
+        limit = max_windows or eval_limit(cfg, split)
         return predict_dataset(model, self.eval_dataset(split, tracks), self.codes if codes is None else codes,
                                batch_size=cfg.train.eval_batch_size, device=device, max_windows=limit,
                                reverse_complement=reverse_complement, num_workers=store.num_workers)

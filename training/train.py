@@ -46,6 +46,7 @@ from .mapping import MappingError
 from .build_store import StoreError
 from .dataset import TrackTableError
 from .evaluate import metrics_from_predictions
+from .metrics import json_safe
 from .genome import GenomeError
 from .model import MFDModel
 from .peaks import PeakFileError
@@ -197,7 +198,7 @@ def build_card(cfg: Config, data: DataSource, model: MFDModel, metrics: dict[str
         tracks=[Track(id=tid, metadata=typed_metadata(data.codec, row), bias=float(b))
                 for tid, row, b in zip(data.tracks.ids, data.tracks.metadata, biases)],
         bias_rule=cfg.model.bias_rule,
-        codec=data.codec.to_dict(), config=cfg.to_dict(), metrics=metrics, versions=versions(),
+        codec=data.codec.to_dict(), config=cfg.to_dict(), metrics=json_safe(metrics), versions=versions(),
     )
 
 
@@ -205,7 +206,7 @@ def build_card(cfg: Config, data: DataSource, model: MFDModel, metrics: dict[str
 
 def evaluate_split(model: MFDModel, data: DataSource, split: str, cfg: Config, device: torch.device) -> dict:
     pred = data.predict(model, split, cfg, device)
-    metrics = metrics_from_predictions(pred, data.tracks.ids, model.d_tech)
+    metrics = metrics_from_predictions(pred, data.tracks.ids, model.d_tech, forest=split == "test")
     metrics["loss"] = validation_loss(pred, model.d_tech, cfg)
     return metrics
 
@@ -377,9 +378,8 @@ def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, prog
             else:
                 save_train_state(out, train_state)
             with open(out / HISTORY_FILENAME, "a") as handle:
-                handle.write(json.dumps({"epoch": epoch + 1, "step": step, "train": train_stats,
-                                         "val": {k: v for k, v in epoch_metrics["val"].items() if k != "per_track"}})
-                             + "\n")
+                handle.write(json.dumps(json_safe({"epoch": epoch + 1, "step": step, "train": train_stats, "val": {
+                    k: v for k, v in epoch_metrics["val"].items() if k != "per_track"}}), allow_nan=False) + "\n")
         if rt.distributed:
             dist.barrier()
         if stop_after is not None and epoch + 1 - start_epoch >= stop_after and epoch + 1 < cfg.train.epochs:
@@ -395,7 +395,7 @@ def evaluate_kept_checkpoint(out: Path, data: DataSource, cfg: Config, device: t
     """Test metrics of the checkpoint that was kept (best val/loss), written into its card."""
     kept, card = load_checkpoint(out)
     kept.to(device)
-    card.metrics = {**card.metrics, "test": evaluate_split(kept, data, "test", cfg, device)}
+    card.metrics = {**card.metrics, "test": json_safe(evaluate_split(kept, data, "test", cfg, device))}
     card.save(out / CARD_FILENAME)
     return card.metrics
 
