@@ -63,7 +63,15 @@ def test_train_checkpoint_card_round_trip_and_resume(tiny_demo_dir, tmp_path):
     data = load_training_data(load_config(tiny_demo_dir / "config.yaml"), splits=("val",))
     codes = codec.encode_many([t.metadata for t in loaded_card.tracks], strict=False)
     np.testing.assert_array_equal(codes, data.codes)
-    again = metrics_from_predictions(predict(model, data.splits["val"], codes), data.tracks.ids, model.d_tech)
+    # as training evaluated it: one thread, torch's deterministic kernels (training asks for them)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        again = metrics_from_predictions(predict(model, data.splits["val"], codes), data.tracks.ids, model.d_tech)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
     assert again["auroc_mean"] == pytest.approx(val["auroc_mean"], abs=1e-6)
 
     # refuses to overwrite, then resumes to epoch 2 and matches an uninterrupted 2-epoch run
