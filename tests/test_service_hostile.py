@@ -320,7 +320,7 @@ def body_with_text_at(route: str, slot: tuple) -> tuple[dict, str]:
         return payload, f"{slot[0]}[0].biosample" + ("[0]" if slot[-1] == 0 else "")
     target = payload
     for part in slot[:-1]:
-        target = target[part]
+        target = target.setdefault(part, {}) if isinstance(part, str) else target[part]  # e.g. ensemble.geometry
     target[slot[-1]] = PLACEHOLDER
     for part in slot:
         field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else part)
