@@ -309,10 +309,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{' with a NULL trunk' if args.null_trunk else ''}; {windows} windows × {args.conditions} conditions per "
           f"request, {requests} requests at c={args.concurrency}, {args.threads} torch threads, {os.cpu_count()} "
           f"CPUs (load avg {os.getloadavg()[0]:.1f}), median of {args.rounds} alternating rounds")
-    print(f"{'':22}{'windows/s':>12}{'win/CPU-s':>12}{'p50 ms':>10}{'p95 ms':>10}{'min ms':>10}")
+    print(f"{'':22} {'windows/s':>11} {'win/CPU-s':>11} {'p50 ms':>9} {'p95 ms':>9} {'min ms':>9}")
     for name, r in result.items():
-        print(f"{name:22}{r['windows_per_s']:12.1f}{r['windows_per_cpu_s']:12.1f}"
-              f"{r['p50_ms']:10.2f}{r['p95_ms']:10.2f}{r['min_ms']:10.2f}")
+        # a space before every column: a value wider than its column (a near-zero CPU time in a tiny run) must
+        # still parse as its own field
+        print(f"{name:22} {r['windows_per_s']:11.1f} {r['windows_per_cpu_s']:11.1f}"
+              f" {r['p50_ms']:9.2f} {r['p95_ms']:9.2f} {r['min_ms']:9.2f}")
     if not args.null_trunk:
         raw = result["raw trunk"]
         for transport in ("JSON/HTTP", "binary gRPC"):
