@@ -32,6 +32,12 @@ def _compression(path: Path) -> str:
             head = handle.read(18)
     except OSError as exc:
         raise GenomeError(f"{path}: cannot read the reference FASTA ({exc.strerror})") from None
+    return compression_of(head)
+
+
+def compression_of(head: bytes) -> str:
+    """`bgzf`, `gzip` or `plain` from a file's first 18 bytes: gzip magic, then BGZF's `BC` extra field (SAM spec
+    4.1), which is what lets htslib seek in the file."""
     if head[:2] != b"\x1f\x8b":
         return "plain"
     return "bgzf" if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC" else "gzip"

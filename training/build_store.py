@@ -43,7 +43,7 @@ from typing import Any, Callable, Sequence
 from .dataset import TrackTable, TrackTableError, read_track_table
 from .encode import ENCODE_VARIABLES, EncodeMetadataError, select_encode_tracks
 from .genome import GENOME_INDEX, GenomeError, TokenGenome, build_token_genome
-from .labels import LabelStore, LabelStoreError, TrackSource, build_label_store
+from .labels import LabelStore, LabelStoreError, TrackSource, build_label_store, replace_directory
 from .mfd_dataset import MfdDatasetError, build_labels, dataset_files, open_dataset, read_metadata
 from .peaks import PeakFileError
 
@@ -187,14 +187,7 @@ def build_store(out: str | Path, fasta: str | Path, table: TrackTable, variables
     tmp = work / (STORE_FILE + ".tmp")
     tmp.write_text(json.dumps(info, indent=1) + "\n")
     os.replace(tmp, work / STORE_FILE)
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(work, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(work, out)
+    replace_directory(work, out)
     return Store(out, info)
 
 

@@ -226,14 +226,7 @@ def build_label_store(out: str | Path, tracks: Sequence[TrackSource], chrom_size
         "total_bins": total_bins, "row_bytes": row_bytes, "settings": settings,
     })
     (partial / PROGRESS_FILE).unlink()
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(partial, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(partial, out)
+    replace_directory(partial, out)
     return LabelStore(out)
 
 
@@ -242,3 +235,16 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
+
+
+def replace_directory(staged: Path, out: Path) -> None:
+    """Publish a fully built folder: `staged` takes `out`'s place (renames only, so a reader sees the old folder or
+    the new one, never a half-built one); a previous `out` is removed once the new one is in place."""
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(staged, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(staged, out)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Optional
 
+from ..genome import compression_of
 from .shards import BatchError, atomic_output
 
 END_LINE = '##INFO=<ID=END,Number=1,Type=Integer,Description="End position of the variant described in this record">'
@@ -47,9 +48,9 @@ def sniff(path: Path) -> str:
         raise BatchError(f"{path}: cannot read ({exc.strerror})") from None
     if head[:3] == b"BCF":
         return "bcf"  # uncompressed BCF
-    if head[:2] != b"\x1f\x8b":
+    compression = compression_of(head)
+    if compression == "plain":
         return "vcf"
-    bgzf = len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC"
     try:
         with gzip.open(path, "rb") as handle:
             inner = handle.read(5)
@@ -57,7 +58,7 @@ def sniff(path: Path) -> str:
         raise BatchError(f"{path}: not a readable gzip/BGZF file ({exc})") from None
     if inner[:3] == b"BCF":
         return "bcf"
-    return "bgzf" if bgzf else "gzip"
+    return compression
 
 
 def _text(path: Path, kind: str) -> IO[str]:
