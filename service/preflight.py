@@ -42,7 +42,7 @@ def check(settings: Settings) -> None:
     except OSError as exc:
         raise StartupError(f"MFD_MODEL_REPOSITORY: cannot read {settings.model_repository}: {exc}") from None
     if settings.fasta is not None:
-        from .genome import Genome
+        from .core.genome import Genome
 
         try:
             Genome(settings.fasta).close()

@@ -14,11 +14,11 @@ import typing as t
 
 import bentoml
 
-from .admission import Admission
-from .engine import Engine
-from .http_api import FrontDoor, app, attach
-from .metrics import get_metrics
 from . import preflight
+from .api.admission import Admission
+from .api.http_api import FrontDoor, app, attach
+from .core.engine import Engine
+from .metrics import get_metrics
 
 logger = logging.getLogger("mfd.service")
 # Checked in BentoML's main process before any worker starts: a bad start-up ends it with one line, exit 2.
@@ -71,7 +71,7 @@ class MFDService:
         gc.collect()
         gc.freeze()
         if self.settings.grpc_port:
-            from .grpc_server import start_grpc_server
+            from .api.grpc_server import start_grpc_server
 
             self.grpc_server = await start_grpc_server(self.engine, self.admission, self.settings.grpc_host,
                                                        self.settings.grpc_port)

@@ -16,13 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from service.admission import Admission
+from service.api.admission import Admission
 from service.backends.base import HeadWeights
-from service.conditions import ConditionResolver, ResolvedCondition
+from service.core.conditions import ConditionResolver, ResolvedCondition
 from service.errors import RequestError
-from service.grpc_server import guarded
+from service.api.grpc_server import guarded
 from service.settings import Settings
-from service import strict_json
+from service.api import strict_json
 from tests.fixtures.processes import free_port
 
 

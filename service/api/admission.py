@@ -18,9 +18,9 @@ import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from .errors import RequestError, as_request_error, overloaded, unauthorized
-from .metrics import get_metrics
-from .settings import Settings
+from ..errors import as_request_error, overloaded, unauthorized
+from ..metrics import get_metrics
+from ..settings import Settings
 
 logger = logging.getLogger("mfd.service")
 

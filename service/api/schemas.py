@@ -1,4 +1,5 @@
-"""Request and response schemas (pydantic v2), shared by the HTTP API, the gRPC server and the OpenAPI spec.
+"""Service layer (api): request and response schemas (pydantic v2) of the JSON API, the typed gRPC mirror and the
+OpenAPI document.
 
 Model-dependent checks (window length, request-size limits) read a validation context
 `{"seq_len": …, "max_sequences": …, "max_conditions": …}`; without one (e.g. when a client builds a request)
@@ -14,8 +15,8 @@ from pydantic_core import PydanticCustomError
 
 from mfd_common import tokens
 
-from .effects import DEFAULT_GEOMETRY, MAX_SHIFTS, PAPER_SHIFTS, PAPER_STRANDS
-from .variants import MAX_ALLELE_LENGTH
+from ..core.effects import DEFAULT_GEOMETRY, MAX_SHIFTS, PAPER_SHIFTS, PAPER_STRANDS
+from ..core.variants import allele_problem
 
 ALPHABET = list(tokens.ALPHABET)
 
@@ -54,19 +55,16 @@ def _check_limit(value: Any, info: ValidationInfo, key: str) -> Any:
 
 
 def _check_allele(value: str) -> str:
-    if not value:
-        raise _fail("allele must not be empty (write indels VCF-style with the anchor base)")
-    if len(value) > MAX_ALLELE_LENGTH:
-        raise _fail(f"alleles longer than {MAX_ALLELE_LENGTH} bp are not supported")
-    try:
-        tokens.encode(value)
-    except tokens.InvalidSequenceError as exc:
-        raise _fail(str(exc), allowed=ALPHABET) from None
+    problem = allele_problem(value)  # the engine's own check (service.core.variants), as the batch tool runs it
+    if problem is not None:
+        raise _fail(problem, allowed=ALPHABET if problem.startswith("invalid base") else None)
     return value.upper()
 
 
 DnaSequence = Annotated[str, AfterValidator(_check_sequence)]
 Allele = Annotated[str, AfterValidator(_check_allele)]
+
+
 def _check_metadata_value(value: Any) -> Any:
     if isinstance(value, bool):
         raise _fail("booleans are not metadata values: give a number, a string or a list of strings")
@@ -178,7 +176,7 @@ class Variant(_Strict):
         return alt
 
 
-# ---- issue 11: shift × strand ensembling of variant effects (service/effects.py) ------------------------------
+# ---- issue 11: shift × strand ensembling of variant effects (service/core/effects.py) ------------------------------
 class Ensemble(_Strict):
     """Shifted crops × strands averaged per allele; the default is the paper's 7 × 2 in their gnomAD geometry,
     `{shifts: 1, strands: 1, geometry: centred}` scores the single centred window."""
@@ -247,12 +245,17 @@ class WindowResult(BaseModel):
     f_tech: Optional[list[float]] = Field(None, description="Technical features (with `return_features`).")
 
 
-class PredictResponse(BaseModel):
+class _ResponseHead(BaseModel):
+    """What every scoring response starts with: the model, the backend, the options and the conditions used."""
+
     model: str
     backend: str
     biological_only: bool
     reverse_complement: bool
     conditions: list[ResolvedConditionOut]
+
+
+class PredictResponse(_ResponseHead):
     results: list[WindowResult]
 
 
@@ -283,13 +286,8 @@ class VariantResult(BaseModel):
     delta_f_tech: Optional[list[float]] = Field(None, description="alt − ref technical features (return_features).")
 
 
-class VariantResponse(BaseModel):
-    model: str
-    backend: str
-    biological_only: bool
-    reverse_complement: bool
+class VariantResponse(_ResponseHead):
     ensemble: Ensemble
-    conditions: list[ResolvedConditionOut]
     results: list[VariantResult]
 
 

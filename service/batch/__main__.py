@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..effects import DEFAULT_GEOMETRY, PAPER_SHIFTS, PAPER_STRANDS
+from ..core.effects import DEFAULT_GEOMETRY, PAPER_SHIFTS, PAPER_STRANDS
 from . import tracks as tracks_mod
 from . import variants as variants_mod
 from .runtime import (add_engine_options, add_ensemble_options, ensemble_from, open_engine, parse_conditions,

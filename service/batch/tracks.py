@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..effects import EnsembleSpec, encode_windows, ensembled_scores
-from ..engine import Engine
-from ..genome import Genome
+from ..core.effects import EnsembleSpec, encode_windows, ensembled_scores
+from ..core.engine import Engine
+from ..core.genome import Genome
 from .runtime import NamedCondition, resolve
 from .shards import BatchError, WorkDir, atomic_output, my_shards, shard_ranges
 
