@@ -1,4 +1,5 @@
-"""Open an exported model repository: the model card plus (for the embedded backend) the TorchScript files.
+"""Service layer (shared): open an exported model repository: the model card plus (for the embedded backend) the
+TorchScript files.
 
 The card is the service's only source of truth about the model (vocabularies, tracks, seq_len, latent split),
 and its checksums bind it to the weights it was exported with, so a half-copied or mismatched repository is

@@ -1,4 +1,5 @@
-"""The BentoML service: `bentoml serve service.service:MFDService` (HTTP on 3000, gRPC on MFD_GRPC_PORT).
+"""Service layer (entry): the BentoML service: `bentoml serve service.service:MFDService` (HTTP on 3000, gRPC on
+MFD_GRPC_PORT).
 
 BentoML runs the process: workers, start-up/shutdown hooks, /livez, /readyz (our `__is_ready__`) and
 /metrics. The HTTP API itself is the FastAPI app in `http_api.py`, mounted with the public

@@ -1,4 +1,5 @@
-"""Service layer (api): gRPC front doors: the KServe v2 / Open Inference Protocol, so an unmodified `tritonclient.grpc` client can call us.
+"""Service layer (api): gRPC front doors: the KServe v2 / Open Inference Protocol, so an unmodified
+`tritonclient.grpc` client can call us.
 
 BentoML 1.4's new service API has no gRPC, so a `grpc.aio` server runs inside the worker's event loop (started
 from the service's on_startup hook) and calls the same Engine as the HTTP API.

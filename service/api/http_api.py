@@ -1,4 +1,5 @@
-"""Service layer (api): the HTTP API, a FastAPI app that BentoML mounts (`@bentoml.asgi_app`); BentoML keeps processes and probes.
+"""Service layer (api): the HTTP API, a FastAPI app that BentoML mounts (`@bentoml.asgi_app`); BentoML keeps processes
+and probes.
 
 Routes (JSON in and out, strict RFC 8259 both ways):
   POST /predict            windows (sequences or FASTA intervals) × conditions → probability, logits

@@ -1,4 +1,5 @@
-"""Service layer (api): strict JSON in and out (RFC 8259), so pathological bodies are client errors and responses are standard.
+"""Service layer (api): strict JSON in and out (RFC 8259), so pathological bodies are client errors and responses are
+standard.
 
 Python's `json` accepts `NaN`/`Infinity` literals, turns `1e999` into infinity, parses integers of any length
 and recurses once per nesting level. Here a request body is refused, with a 4xx naming the reason, when it

@@ -1,4 +1,5 @@
-"""Service layer (api): KServe v2 tensors ↔ the engine's arrays for the binary inference path (no per-base strings, no JSON on the hot path).
+"""Service layer (api): KServe v2 tensors ↔ the engine's arrays for the binary inference path (no per-base strings, no
+JSON on the hot path).
 
 Request (model `mfd`), windows as exactly one of:
   TOKENS     UINT8 [N, L]   base codes A=0 C=1 G=2 T=3 N=4 (mfd_common.tokens), L = the model card's seq_len

@@ -1,4 +1,5 @@
-"""`python -m service.batch {variants,tracks} …`: batch scoring over the service's engine (embedded or Triton).
+"""Service layer (batch): `python -m service.batch {variants,tracks} …`: batch scoring over the service's engine
+(embedded or Triton).
 
     python -m service.batch variants in.vcf.gz --fasta genome.fa --conditions DEMO001 '{"biosample": "HepG2"}' \\
         --out out.vcf.gz                          # or out.bcf, out.vcf, out.tsv(.gz)

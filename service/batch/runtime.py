@@ -1,5 +1,6 @@
-"""Service layer (batch): the batch tool's engine: the service's own Engine (backends, micro-batcher, condition cache, genome), built
-from command-line options instead of the environment, so batch and service scores are the same numbers.
+"""Service layer (batch): the batch tool's engine: the service's own Engine (backends, micro-batcher, condition
+cache, genome), built from command-line options instead of the environment, so batch and service scores are the
+same numbers.
 
 Conditions on the command line are what `/predict` accepts, one per argument: a track id (`DEMO001`), a JSON
 mapping (`'{"biosample": "HepG2", "target": "CTCF"}'`) or either one named for the output (`hepg2_ctcf={…}`);

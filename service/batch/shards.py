@@ -1,4 +1,4 @@
-"""Shards, resumable work directories and atomic outputs for the batch tool.
+"""Service layer (batch): shards, resumable work directories and atomic outputs for the batch tool.
 
 A batch job is cut into numbered shards (record chunks of a VCF, bin chunks of a region). Each finished shard
 is one `.npz` file in the work directory, written to a temporary name and renamed into place, so a file that

@@ -1,4 +1,5 @@
-"""`python -m service.batch tracks chr1:10,001-50,000 --conditions … --out DIR`: predicted tracks as bigWig.
+"""Service layer (batch): `python -m service.batch tracks chr1:10,001-50,000 --conditions … --out DIR`: predicted
+tracks as bigWig.
 
 The model predicts, per window, the label of its central bin (the training layout: a window of `seq_len` bases
 centred on a 128-bp bin; the bin size is the card's `config.data.bin_size`). So a region is tiled with the

@@ -1,4 +1,5 @@
-"""Service layer (batch): `python -m service.batch variants in.vcf.gz --conditions … --out out.vcf.gz`: variant effects for a VCF/BCF.
+"""Service layer (batch): `python -m service.batch variants in.vcf.gz --conditions … --out out.vcf.gz`: variant
+effects for a VCF/BCF.
 
     input records ─► record chunks (shards) ─► per ALT allele: check (symbolic? allele letters? REF = FASTA?)
                      ─► ref/alt windows (service.core.variants) ─► Engine.effects (service.core.effects)
