@@ -146,13 +146,8 @@ class Service(ServerProcess):
                "PYTHONPATH": str(REPO_ROOT), **(extra_env or {})}
         self.url = f"http://127.0.0.1:{port}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
-        self.launch([sys.executable, "-m", "bentoml", "serve", "service.service:MFDService", "--host", "127.0.0.1",
-                     "--port", str(port)], env=env, cwd=REPO_ROOT)
-        try:
-            self.wait_ready(180, poll_s=0.3)
-        except BaseException:
-            self.stop()
-            raise
+        self.run([sys.executable, "-m", "bentoml", "serve", "service.service:MFDService", "--host", "127.0.0.1",
+                  "--port", str(port)], 180, env=env, cwd=REPO_ROOT, poll_s=0.3)
 
     def ready(self) -> bool:
         try:

@@ -69,6 +69,10 @@ class ServerProcess:
     ERROR_TAIL: ClassVar[int] = 6000
     STOP_TIMEOUT: ClassVar[float] = 20.0
 
+    def address(self, port: int, scheme: str = "") -> str:
+        """`[scheme]host:port` of one of the server's ports (`host` defaults to loopback)."""
+        return f"{scheme}{getattr(self, 'host', '127.0.0.1')}:{port}"
+
     @property
     def log_path(self) -> Path:
         return self.workdir / self.LOG_NAME
@@ -93,6 +97,17 @@ class ServerProcess:
 
     def ready(self) -> bool:
         raise NotImplementedError
+
+    def run(self, cmd: Sequence[str], timeout: float, *, env: Mapping[str, str] | None = None,
+            cwd: Path | None = None, echo_command: bool = False, poll_s: float = 0.25,
+            error: Callable[[str], Exception] = RuntimeError) -> None:
+        """`launch` then `wait_ready`; a server that does not become ready is stopped before the error propagates."""
+        self.launch(cmd, env=env, cwd=cwd, echo_command=echo_command)
+        try:
+            self.wait_ready(timeout, error, poll_s)
+        except BaseException:
+            self.stop()
+            raise
 
     def wait_ready(self, timeout: float, error: Callable[[str], Exception] = RuntimeError,
                    poll_s: float = 0.25) -> None:

@@ -95,6 +95,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class _Scoring(_Strict):
+    """A scoring request: its windows (sequences, intervals or variants) and conditions count against this server's
+    limits (the context's max_sequences / max_conditions), checked before the items themselves."""
+
+    @field_validator("sequences", "intervals", "variants", mode="before", check_fields=False)
+    @classmethod
+    def _window_limit(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_limit(value, info, "max_sequences")
+
+    @field_validator("conditions", mode="before", check_fields=False)
+    @classmethod
+    def _condition_limit(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_limit(value, info, "max_conditions")
+
+
 class Interval(_Strict):
     """A genomic window, BED-style: 0-based start, exclusive end; `end - start` must equal the window length."""
 
@@ -115,7 +130,7 @@ class Interval(_Strict):
         return end
 
 
-class PredictRequest(_Strict):
+class PredictRequest(_Scoring):
     """Score windows (given as sequences or as intervals of the configured genome) under conditions."""
 
     sequences: Optional[Annotated[list[DnaSequence], Field(min_length=1)]] = Field(
@@ -135,16 +150,6 @@ class PredictRequest(_Strict):
                            "exported with strand averaging averages the features inside.")
     return_features: bool = Field(
         False, description="Also return each window's feature vectors `f_bio` and `f_tech` (the embeddings).")
-
-    @field_validator("sequences", "intervals", mode="before")
-    @classmethod
-    def _window_limit(cls, value: Any, info: ValidationInfo) -> Any:
-        return _check_limit(value, info, "max_sequences")
-
-    @field_validator("conditions", mode="before")
-    @classmethod
-    def _condition_limit(cls, value: Any, info: ValidationInfo) -> Any:
-        return _check_limit(value, info, "max_conditions")
 
     @model_validator(mode="after")
     def _one_source(self) -> "PredictRequest":
@@ -190,7 +195,7 @@ class Ensemble(_Strict):
         "`centred`: window read shifts−1 bases longer, both strands of the same crops (docs/variant-effects.md).")
 
 
-class VariantRequest(_Strict):
+class VariantRequest(_Scoring):
     """Score variants (alt − ref) under conditions; windows are centred on each variant."""
 
     variants: Annotated[list[Variant], Field(min_length=1)]
@@ -202,16 +207,6 @@ class VariantRequest(_Strict):
     return_features: bool = Field(
         False, description="Also return each variant's feature deltas `delta_f_bio` and `delta_f_tech` (alt − ref "
                            "of the ensembled features).")
-
-    @field_validator("variants", mode="before")
-    @classmethod
-    def _variant_limit(cls, value: Any, info: ValidationInfo) -> Any:
-        return _check_limit(value, info, "max_sequences")
-
-    @field_validator("conditions", mode="before")
-    @classmethod
-    def _condition_limit(cls, value: Any, info: ValidationInfo) -> Any:
-        return _check_limit(value, info, "max_conditions")
 
 
 # ---- responses ---------------------------------------------------------------------------------------------

@@ -32,11 +32,7 @@ class GenomicInterval:
     chrom: str
     start: int
     end: int
-    id: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.id or f"{self.chrom}:{self.start}-{self.end}"
+    id: str | None = None  # echoed as the window's id; `chrom:start-end` when None
 
 
 @dataclass(frozen=True)

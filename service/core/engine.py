@@ -100,7 +100,8 @@ class Engine:
         """Windows read from the configured genome (RequestError naming `field[i]` for a bad interval)."""
         genome = self.require_genome(field)
         sequences = [genome.fetch(i.chrom, i.start, i.end, field=f"{field}[{n}]") for n, i in enumerate(intervals)]
-        return Windows(dna.encode_many(sequences), [i.label for i in intervals], list(intervals))
+        ids = [i.id or f"{i.chrom}:{i.start}-{i.end}" for i in intervals]
+        return Windows(dna.encode_many(sequences), ids, list(intervals))
 
     # ---- scoring ------------------------------------------------------------------------------------------
     async def features(self, token_rows: np.ndarray) -> np.ndarray:
