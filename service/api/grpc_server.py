@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
+from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
@@ -144,6 +145,20 @@ async def guarded(admission: Admission, context, endpoint: str, handle, *, tenso
         await context.abort(code, error_text(exc, tensor_names))
 
 
+def struct_value(value: Any, field: str) -> Any:
+    """A protobuf Struct / ListValue / scalar as the JSON value it stands for. Struct numbers are all doubles: whole
+    ones go back to int (years, counts), and NaN or infinity, which JSON cannot hold, is refused naming `field`."""
+    if isinstance(value, struct_pb2.Struct):
+        return {key: struct_value(item, f"{field}.{key}") for key, item in value.items()}
+    if isinstance(value, struct_pb2.ListValue):
+        return [struct_value(item, f"{field}[{n}]") for n, item in enumerate(value)]
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise RequestError(field, f"{value} is not a finite number")
+        return int(value) if value.is_integer() else value
+    return value
+
+
 def predict_message(prediction: Prediction, *, model: str, backend: str, return_features: bool) \
         -> mfd_v1_pb2.PredictResponse:
     """The typed response, written from the score arrays (the same numbers as the JSON body, as doubles)."""
@@ -188,14 +203,13 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
         if request.intervals:
             data["intervals"] = [{"chrom": i.chrom, "start": i.start, "end": i.end, **({"id": i.id} if i.id else {})}
                                  for i in request.intervals]
-        for condition in request.conditions:
+        for i, condition in enumerate(request.conditions):
             kind = condition.WhichOneof("kind")
             if kind == "track":
                 data["conditions"].append(condition.track)
-            else:  # Struct numbers arrive as doubles; whole ones go back to int (years, counts)
-                values = MessageToDict(condition.metadata) if kind == "metadata" else {}
-                data["conditions"].append({k: int(v) if isinstance(v, float) and v.is_integer() else v
-                                           for k, v in values.items()})
+            else:
+                data["conditions"].append(struct_value(condition.metadata, f"conditions[{i}]")
+                                          if kind == "metadata" else {})
         return data
 
     async def Predict(self, request, context):
