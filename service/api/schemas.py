@@ -32,10 +32,24 @@ def _fail(reason: str, *, status: int = 422, kind: str = "invalid_argument", all
     return PydanticCustomError("mfd_invalid", "{reason}", ctx)
 
 
+#: The letters a window may hold (any case); everything else is refused by `tokens.encode` with its position.
+_BASES = (tokens.ALPHABET + tokens.ALPHABET.lower()).encode()
+
+
+def _letters_ok(value: str) -> bool:
+    """True when `value` is only A/C/G/T/N (any case): one C-speed pass, no array (the windows are encoded once,
+    by the engine, after validation)."""
+    try:
+        return not value.encode("ascii").translate(None, _BASES)
+    except UnicodeError:
+        return False
+
+
 def _check_sequence(value: str, info: ValidationInfo) -> str:
     """Letters first (with the position of the first bad one), then the window length."""
     try:
-        tokens.encode(value)
+        if not _letters_ok(value):
+            tokens.encode(value)  # the exact error: the first bad letter and its position
     except tokens.InvalidSequenceError as exc:
         raise _fail(str(exc), allowed=ALPHABET) from None
     except UnicodeError:

@@ -68,7 +68,9 @@ def loads(body: bytes, *, max_depth: int = MAX_DEPTH, root: str = "") -> Any:
     if not body.strip():
         raise RequestError(whole, "request body is empty; send a JSON object", status=400)
     # The depth scan runs on the bytes before parsing, so a 100k-deep body never reaches a recursive parser.
-    if nesting_depth(body) > max_depth:
+    # A body with at most max_depth opening brackets in all cannot nest deeper: most bodies (a few lists of long
+    # sequences) skip the scan, whose string-stripping pass costs ~10 ms on a 256-window body.
+    if body.count(b"[") + body.count(b"{") > max_depth and nesting_depth(body) > max_depth:
         raise RequestError(whole, f"JSON nests deeper than {max_depth} levels", status=400)
     try:
         text, bad_bytes = body.decode("utf-8"), None
