@@ -100,10 +100,6 @@ def read_records(path: Path) -> Iterator[Record]:
             yield Record(ordinal, rec.chrom, rec.pos, rec.id, rec.ref or "", tuple(rec.alts or ()))
 
 
-def count_records(path: Path) -> int:
-    return sum(1 for _ in read_records(path))
-
-
 def info_key(condition: str, quantity: str) -> str:
     return f"MFD_{condition}_{SUFFIXES[quantity]}"
 
