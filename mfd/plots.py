@@ -5,7 +5,8 @@
   y-scale: whether a motif is biology or the assay's artefact is read off the relative heights, which
   independent scales would hide.
 - `variant_effects`: one variant under each condition: REF and ALT probability side by side, and the effect on
-  the logit (ALT − REF) split into its biological and technical parts (stacked, so the bar's end is the total).
+  the logit (ALT − REF) split into its biological and technical parts (two bars from 0; the total, their sum,
+  as a black diamond).
 
 Both take plain arrays / the service's JSON / `mfd.Client` DataFrames, and return the Figure for the caller to
 show or save (`fig.savefig("x.png", dpi=150)`); nothing is written or shown here.
@@ -78,6 +79,7 @@ def attribution_logos(full: Any, bio: Any, tech: Any, *, sequence: str | None = 
         logomaker.Logo(df, ax=ax, color_scheme="classic", flip_below=False, show_spines=False)
         ax.set_ylim(bottom - pad, top + pad)
         ax.set_xlim(start - 0.5, start + length - 0.5)
+        ax.ticklabel_format(axis="x", useOffset=False, style="plain")
         ax.axhline(0, color="0.6", linewidth=0.5)
         ax.set_ylabel(PART_LABELS[part], fontsize=8)
         ax.spines[["top", "right"]].set_visible(False)
@@ -129,15 +131,15 @@ def variant_effects(effects: Any, variant: int | str | None = None, *, title: st
     left.set_xlabel("probability")
     left.set_yticks(y, table["condition_name"].astype(str), fontsize=8)
     left.invert_yaxis()
-    left.legend(fontsize=8, loc="lower right")
+    left.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     bio, tech = table["delta_logit_bio"].to_numpy(), table["delta_logit_tech"].to_numpy()
-    # stacked from 0: the biological part first, the technical part continues from its end
-    right.barh(y, bio, height=0.6, color=BIO_COLOR, label="biological")
-    right.barh(y, tech, left=bio, height=0.6, color=TECH_COLOR, label="technical")
-    right.scatter(table["delta_logit"], y, marker="|", s=200, color="black", zorder=3, label="total Δlogit")
+    # side by side, each from 0 (stacking misleads when the parts have opposite signs); the total as a marker
+    right.barh(y - 0.2, bio, height=0.4, color=BIO_COLOR, label="biological")
+    right.barh(y + 0.2, tech, height=0.4, color=TECH_COLOR, label="technical")
+    right.scatter(table["delta_logit"], y, marker="D", s=22, color="black", zorder=3, label="total Δlogit")
     right.axvline(0, color="0.4", linewidth=0.8)
     right.set_xlabel("effect on the logit (ALT − REF)")
-    right.legend(fontsize=8, loc="lower right")
+    right.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     for ax in (left, right):
         ax.spines[["top", "right"]].set_visible(False)
     fig.suptitle(title or f"variant {label}", fontsize=10)

@@ -135,3 +135,24 @@ def test_metadata_and_the_not_yet_built_parts(client, mfd_service):
         client.attribute(random_sequences(1, seed=1), conditions=["ENCFF001"])
     with pytest.raises(NotImplementedError, match="Model.load"):
         mfd.Model.load("model_repository")
+
+
+def test_readme_example_runs(mfd_service, service_genome, tmp_path, monkeypatch):
+    """The README's `import mfd` block, run as written against this session's server and genome."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## From Python: `import mfd`", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "http://127.0.0.1:3000" in code and "build/demo_data/genome.fa" in code
+    code = code.replace("http://127.0.0.1:3000", mfd_service.http_url)
+    code = code.replace("build/demo_data/genome.fa", str(service_genome.path))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert len(namespace["scores"]) == 4 and (namespace["bio"].logit_tech == 0).all()
+    assert (namespace["scores"].logit_tech != 0).any() and len(namespace["regions"]) == 1
+    effects = namespace["effects"]
+    assert len(effects) == 2 and set(effects.id) == {"my-snv"} and np.isfinite(effects.delta_logit).all()
+    assert (tmp_path / "my-snv.png").stat().st_size > 10_000
