@@ -66,7 +66,7 @@ def per_track_scores(track_ids: Sequence[str], readouts: dict[str, dict[str, Seq
         ax.spines[["top", "right"]].set_visible(False)
     axes[0].set_yticks(y, list(track_ids), fontsize=7)
     axes[0].invert_yaxis()
-    axes[1].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="lower center", bbox_to_anchor=(1.0, 1.0), ncol=n, frameon=False)
     return fig
 
 
@@ -98,6 +98,6 @@ def variance_shares(track_ids: Sequence[str], bio_share: Sequence[float]) -> Any
     ax.set_yticks(y, list(track_ids), fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("share of var(logit_bio) + var(logit_tech)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     return fig
