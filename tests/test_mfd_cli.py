@@ -44,3 +44,19 @@ def test_import_mfd_needs_no_optional_dependency():
             "print(mfd.__all__)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "Client" in result.stdout, result.stderr
+
+
+def test_mfd_serve_passes_its_arguments_to_the_real_service(tmp_path):
+    """Beyond --help: the wrapper hands over to `python -m service` (bentoml serve), whose preflight refuses a
+    folder that is not a model repository with exit 2 and one line."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MFD_MODEL_REPOSITORY": str(tmp_path), "MFD_GRPC_PORT": "0",
+           "BENTOML_HOME": str(tmp_path / "bentoml_home")}
+    code = "import sys, mfd.cli; sys.exit(mfd.cli.serve())"
+    result = subprocess.run([sys.executable, "-c", code, "--host", "127.0.0.1", "--port", "0"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "mfd-serve: cannot start: MFD_MODEL_REPOSITORY" in result.stderr

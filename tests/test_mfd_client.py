@@ -54,7 +54,7 @@ def test_predict_chunks_windows_and_conditions_like_direct_rest(client, mfd_serv
         assert df.logit_bio.std() > 1e-3  # the windows differ: a mix-up of rows would show
 
 
-def test_predict_intervals_and_ids(client, mfd_service, service_genome):
+def test_predict_intervals_and_ids(client, mfd_service, service_genome, capsys):
     seq_len = client.metadata()["seq_len"]
     starts = random.Random(3).sample(range(0, 30000 - seq_len), 70)
     intervals = pd.DataFrame({"chrom": "chr1", "start": starts, "end": [s + seq_len for s in starts]})
@@ -64,6 +64,10 @@ def test_predict_intervals_and_ids(client, mfd_service, service_genome):
     by_sequence = client.predict([service_genome.fetch("chr1", s, s + seq_len) for s in starts],
                                  conditions=["ENCFF002", {"lab": "lab-C"}], sequence_ids=[f"w{s}" for s in starts])
     np.testing.assert_allclose(df.logit, by_sequence.logit, atol=1e-5)
+    assert "window" not in capsys.readouterr().err  # no bar unless asked (or on a terminal)
+    with mfd.Client(mfd_service.http_url, progress=True) as loud:
+        loud.predict(intervals=intervals, conditions=["ENCFF002"])
+    assert "70/70" in capsys.readouterr().err  # 2 requests (64 + 6 windows), one bar
     assert by_sequence.id.iloc[-1] == f"w{starts[-1]}" and df.id.iloc[0] == f"chr1:{starts[0]}-{starts[0] + seq_len}"
 
 
