@@ -134,10 +134,10 @@ class Client:
         """Scores per (window, condition) as a DataFrame (POST /predict).
 
         Args:
-            sequences: DNA windows of the model's length (`metadata()["seq_len"]`), or
+            sequences: DNA windows of the model's length (`metadata()["seq_len"]`; one string is one window), or
             intervals: genomic windows of the server's FASTA: dicts {chrom, start, end[, id]} (BED, 0-based), a
                 DataFrame with those columns, or (chrom, start, end) tuples.
-            conditions: track ids and/or metadata dicts (see GET /metadata).
+            conditions: track ids and/or metadata dicts (see GET /metadata); a single one may be given bare.
             biological_only: technical features held at their mean (logit_tech = 0).
         Returns:
             columns window, id, [chrom, start, end,] condition, condition_name, track, probability, logit,
@@ -145,7 +145,9 @@ class Client:
         """
         if (sequences is None) == (intervals is None):
             raise ValueError("give exactly one of `sequences` or `intervals`")
-        conditions = list(conditions)
+        conditions = [conditions] if isinstance(conditions, (str, dict)) else list(conditions)
+        if isinstance(sequences, str):
+            sequences = [sequences]  # one window, not a list of one-letter windows
         if sequences is not None:
             items: list[Any] = [str(s) for s in sequences]
             key, item_bytes = "sequences", self.metadata()["seq_len"] + 32
@@ -184,7 +186,7 @@ class Client:
             scored (symbolic, `*`) are listed in `df.attrs["skipped"]`.
         """
         items, skipped = variant_input.load(variants)
-        conditions = list(conditions)
+        conditions = [conditions] if isinstance(conditions, (str, dict)) else list(conditions)
         rows: list[dict[str, Any]] = []
         last: dict[str, Any] = {}
         for start, end, c_start, c_end, bar in self._plan(len(items), len(conditions), 200, "variant"):

@@ -1,4 +1,4 @@
-"""Docs pictures (docs/img/*.png) from the bundled demo model, served for real and called through mfd.Client.
+"""Scripts (docs pictures): docs/img/*.png from the bundled demo model, served for real and called through mfd.Client.
 
     python scripts/plot_examples.py --data DEMO_DATA_DIR --out docs/img
 
@@ -82,8 +82,9 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = {**os.environ, "MFD_MODEL_REPOSITORY": str(ROOT / "model_repository"), "MFD_FASTA": str(args.data / "genome.fa"),
-           "MFD_GRPC_PORT": "0", "MFD_MAX_SEQUENCES": "256", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "MFD_MODEL_REPOSITORY": str(ROOT / "model_repository"),
+           "MFD_FASTA": str(args.data / "genome.fa"), "MFD_GRPC_PORT": "0",
+           "MFD_MAX_SEQUENCES": "256", "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
@@ -93,7 +94,8 @@ def main() -> int:
             seq_len = client.metadata()["seq_len"]
             chrom = read_chrom(args.data / "genome.fa", "chr1")
             starts = list(range(0, len(chrom) - seq_len, 128))
-            scan = client.predict(intervals=[("chr1", s, s + seq_len) for s in starts], conditions=["DEMO002", "DEMO001"])
+            scan = client.predict(intervals=[("chr1", s, s + seq_len) for s in starts],
+                                  conditions=["DEMO002", "DEMO001"])
             best = int(scan[scan.condition == 0].sort_values("logit_bio").iloc[-1]["start"])
             gc = int(scan[scan.condition == 1].sort_values("logit_tech").iloc[-1]["start"])
             picks = {}

@@ -17,8 +17,10 @@ pytestmark = pytest.mark.slow
 
 # 20 conditions (> the server's 16): trained tracks, never-measured combinations, and partial ones.
 CONDITIONS = (["ENCFF001", "ENCFF002", {"track": "ENCFF003"}, "ENCFF004"]
-              + [{"biosample": b, "lab": lab} for b in ("K562", "HepG2", "GM12878") for lab in ("lab-A", "lab-B", "lab-C")]
-              + [{"target": t} for t in ("CTCF", "HNF4A", "GATA1")] + [{"assay": "CUT&RUN", "read_depth": 30.0}, {}, {"life_stage": "child"}, {"replicates": 2}])
+              + [{"biosample": b, "lab": lab} for b in ("K562", "HepG2", "GM12878")
+                 for lab in ("lab-A", "lab-B", "lab-C")]
+              + [{"target": t} for t in ("CTCF", "HNF4A", "GATA1")]
+              + [{"assay": "CUT&RUN", "read_depth": 30.0}, {}, {"life_stage": "child"}, {"replicates": 2}])
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +84,8 @@ def test_errors_name_the_callers_own_index(client):
     assert caught.value.field.startswith("conditions[17]") and "K562" in caught.value.allowed
     with pytest.raises(ValueError, match="exactly one"):
         client.predict(conditions=["ENCFF001"])
+    one = client.predict(sequences[0], conditions="ENCFF001")  # a bare window and a bare condition
+    assert len(one) == 1 and one.condition_name[0] == "ENCFF001"
 
 
 def _write_vcf(path, genome, positions: list[int]) -> list[dict]:
