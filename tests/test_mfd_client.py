@@ -38,18 +38,20 @@ def rest(service, path: str, body: dict) -> dict:
 def test_predict_chunks_windows_and_conditions_like_direct_rest(client, mfd_service):
     assert len(CONDITIONS) == 20 and client.limits()["max_sequences"] == 64
     sequences = random_sequences(150, seed=21)  # 3 window chunks × 2 condition chunks = 6 requests
-    for biological_only in (False, True):
-        df = client.predict(sequences, conditions=CONDITIONS, biological_only=biological_only)
-        assert len(df) == 150 * 20 and list(df["window"].unique()) == list(range(150))
+    for biological_only, n in ((False, 150), (True, 70)):
+        df = client.predict(sequences[:n], conditions=CONDITIONS, biological_only=biological_only)
+        assert len(df) == n * 20 and list(df["window"].unique()) == list(range(n))
         assert df.groupby("window")["condition"].apply(list).map(lambda c: c == list(range(20))).all()
         assert df.loc[df.condition == 2, "condition_name"].iloc[0] == "ENCFF003"
         assert df.loc[df.condition == 4, "condition_name"].iloc[0] == "biosample=K562,lab=lab-A"
+        # the same numbers from REST requests cut by hand at other boundaries (50 windows, 10 conditions)
+        direct = [[rest(mfd_service, "/predict", {"sequences": sequences[s:min(s + 50, n)],
+                                                  "conditions": CONDITIONS[k:k + 10],
+                                                  "biological_only": biological_only}) for k in (0, 10)]
+                  for s in range(0, n, 50)]
         for column in ("logit", "logit_bio", "logit_tech", "probability", "bias"):
             got = df.pivot(index="window", columns="condition", values=column).to_numpy()
-            # the same numbers from REST requests cut by hand at other boundaries (50 windows, 10 conditions)
-            want = np.vstack([np.hstack([matrix(rest(mfd_service, "/predict", {
-                "sequences": sequences[s:s + 50], "conditions": CONDITIONS[k:k + 10],
-                "biological_only": biological_only}), column) for k in (0, 10)]) for s in (0, 50, 100)])
+            want = np.vstack([np.hstack([matrix(r, column) for r in row]) for row in direct])
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=column)
         np.testing.assert_allclose(df.logit, df.logit_bio + df.logit_tech + df.bias, atol=1e-4)
         assert (df.logit_tech == 0).all() == biological_only
