@@ -134,7 +134,7 @@ def test_dockerignore_is_an_allow_list():
              if ln.strip() and not ln.startswith("#")]
     assert lines[0] == "*"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    assert allowed == {"pyproject.toml", "mfd_common", "training", "service", "model_repository", "docker/wheels"}
+    assert allowed == {"pyproject.toml", "mfd_common", "training", "service", "mfd", "model_repository", "docker/wheels"}
     copied = {a.split()[0].rstrip("/") for k, a in instructions(DOCKERFILE.read_text()) if k == "COPY"
               and not a.startswith("--from")}
     copied |= {a.split()[1].rstrip("/") for k, a in instructions(DOCKERFILE.read_text()) if k == "COPY"
