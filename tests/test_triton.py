@@ -244,7 +244,13 @@ def test_one_tritonserver_serves_two_models_under_prefixed_names(exported_reposi
     for triton in served:
         assert (tmp_path / "triton_repository" / triton / "1" / "model.pt").is_symlink()
         convert_to_python_backend(tmp_path / "triton_repository" / triton)
-    server = TritonServer(repository=tmp_path / "triton_repository", workdir=tmp_path / "triton", models=served)
+    class LoadAll(TritonServer):
+        """As k8s/components/multi-model runs Triton: explicit control, `--load-model=*` loads every model."""
+
+        def command(self) -> list[str]:
+            return [a for a in super().command() if not a.startswith("--load-model=")] + ["--load-model=*"]
+
+    server = LoadAll(repository=tmp_path / "triton_repository", workdir=tmp_path / "triton", models=served)
     server.start()
     http = httpclient.InferenceServerClient(server.http_url)
     grpc = grpcclient.InferenceServerClient(server.grpc_url)
