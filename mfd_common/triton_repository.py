@@ -16,13 +16,17 @@ the MFD_* identity parameters the service checks stay as exported), and version 
 symlinks into the model folders (default: no copy of the weights, and the generated tree lives on the same volume)
 or copies. Triton loads it with `--model-control-mode=explicit --load-model=<each name>` (`load_model_args`).
 It lives in mfd_common, not training, because the K8s loader Job builds it with the service image.
+
+CLI: `python -m mfd_common.triton_repository models/ --out triton_models/ [--copy]` prints the tritonserver flags.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
+import sys
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 from .card import HEAD_MODEL, TRUNK_MODEL
 from .model_store import ModelStore, ModelStoreError, open_store, validate_model_name
@@ -118,3 +122,25 @@ def generate_triton_repository(repository: str | Path | ModelStore, out: str | P
                         _place(item, target / version.name / item.name, link)
             (target / CONFIG_FILENAME).write_text(_rename_config(source / CONFIG_FILENAME, triton))
     return names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mfd_common.triton_repository",
+                                     description="Generate one Triton repository for every model of a repository.")
+    parser.add_argument("repository", type=Path, help="MFD model repository (one model or a folder of models)")
+    parser.add_argument("--out", type=Path, required=True, help="new (or empty) folder for the Triton repository")
+    parser.add_argument("--copy", action="store_true", help="copy model files instead of relative symlinks")
+    args = parser.parse_args(argv)
+    try:
+        store = open_store(args.repository)
+        generate_triton_repository(store, args.out, link="copy" if args.copy else "symlink")
+    except (ModelStoreError, ValueError) as err:
+        print(f"triton_repository: {err}", file=sys.stderr)
+        return 2
+    print(f"tritonserver --model-repository={args.out.resolve()} --model-control-mode=explicit "
+          + " ".join(load_model_args(store)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

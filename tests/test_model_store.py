@@ -196,3 +196,15 @@ def test_generator_refuses_a_model_without_its_parts(two_models, tmp_path):
 
 def test_layout_detection(two_models):
     assert detect_layout(BUNDLED) == "single" and detect_layout(two_models) == "multi"
+
+
+def test_triton_repository_cli(two_models, tmp_path, capsys):
+    from mfd_common.triton_repository import main
+
+    assert main([str(two_models), "--out", str(tmp_path / "t"), "--copy"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"tritonserver --model-repository={tmp_path / 't'} --model-control-mode=explicit")
+    assert "--load-model=mm10.v2__mfd_head" in out
+    assert not (tmp_path / "t" / "grch38__mfd_trunk" / "1" / "model.pt").is_symlink()
+    assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "u")]) == 2
+    assert "no such directory" in capsys.readouterr().err
