@@ -198,6 +198,23 @@ def store_from_env(environ: Mapping[str, str] | None = None) -> ModelStore:
     return open_store(env[REPOSITORY_ENV], env.get(DEFAULT_MODEL_ENV))
 
 
+def model_env_var(prefix: str, name: str) -> str:
+    """The per-model environment variable `<prefix>_<NAME>` (e.g. MFD_FASTA_GRCH38 for model "grch38"): the name
+    upper-cased with "." and "-" as "_", since shells take only [A-Z0-9_] in variable names."""
+    return f"{prefix}_{validate_model_name(name).upper().replace('.', '_').replace('-', '_')}"
+
+
+def check_env_vars_distinct(names: list[str], prefix: str = "MFD_FASTA") -> None:
+    """ValueError if two model names share a per-model variable ("mm10-v2" and "mm10.v2" → MFD_FASTA_MM10_V2)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        var = model_env_var(prefix, name)
+        if var in seen:
+            raise ValueError(f"models {seen[var]!r} and {name!r} share the variable {var}: rename one, or name "
+                             f"their files in a mapping file")
+        seen[var] = name
+
+
 def named_model_dir(repository: str | Path, name: str) -> Path:
     """Where a writer (training.export/import_reference --name) puts model `name` in a multi-model repository.
 

@@ -208,3 +208,13 @@ def test_triton_repository_cli(two_models, tmp_path, capsys):
     assert not (tmp_path / "t" / "grch38__mfd_trunk" / "1" / "model.pt").is_symlink()
     assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "u")]) == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+def test_per_model_environment_variables():
+    from mfd_common.model_store import check_env_vars_distinct, model_env_var
+
+    assert model_env_var("MFD_FASTA", "grch38") == "MFD_FASTA_GRCH38"
+    assert model_env_var("MFD_FASTA", "mm10.v2-small") == "MFD_FASTA_MM10_V2_SMALL"
+    check_env_vars_distinct(["grch38", "mm10", "mm10_v2"])
+    with pytest.raises(ValueError, match="'mm10-v2' and 'mm10.v2' share the variable MFD_FASTA_MM10_V2"):
+        check_env_vars_distinct(["mm10-v2", "mm10.v2"])
