@@ -218,3 +218,15 @@ def test_per_model_environment_variables():
     check_env_vars_distinct(["grch38", "mm10", "mm10_v2"])
     with pytest.raises(ValueError, match="'mm10-v2' and 'mm10.v2' share the variable MFD_FASTA_MM10_V2"):
         check_env_vars_distinct(["mm10-v2", "mm10.v2"])
+
+
+def test_triton_config_cli_checks_each_model_of_a_folder(two_models, capsys):
+    from training.triton_config import main
+
+    assert main([str(two_models)]) == 0
+    out = capsys.readouterr().out
+    assert f"ok   {two_models / 'grch38'}: mfd_head, mfd_trunk" in out and f"{two_models / 'mm10.v2'}:" in out
+    config = two_models / "mm10.v2" / "mfd_head" / "config.pbtxt"
+    config.write_text(config.read_text().replace("TYPE_FP32", "TYPE_FP16", 1))
+    assert main([str(two_models)]) == 1
+    assert "mm10.v2/mfd_head/config.pbtxt" in capsys.readouterr().err
