@@ -1,0 +1,296 @@
+"""Attribution maps (service.attributions, service.attribution_gradients) on the bundled demo model.
+
+ISM is checked against an independent computation (mutate the string, encode, run the embedded backend and
+service.scoring.score, subtract), and its bookkeeping over a whole 2177-base window against a backend whose
+features are a hand-set linear function of the bases (the exact answer is known in closed form). The gradient
+methods are checked for the two properties they promise: logit_bio + logit_tech = logit, and IG completeness.
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mfd_common import tokens as dna
+from service.attribution_gradients import GradientEntryError, TrunkGradients, project_to_bases, \
+    require_gradient_backend
+from service.attributions import PARTS, AttributionInputError, check_window, ism, ism_window_count
+from service.backends.base import Backend, HeadWeights
+from service.backends.embedded import EmbeddedBackend
+from service.repository import load_repository
+from service.scoring import score
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDITIONS = [{"biosample": "K562", "target": "GATA1", "assay": "ChIP-seq", "lab": "lab-A"},
+              {"biosample": "HepG2", "target": "HNF4A", "lab": "lab-C"}, {}]
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    """(repository, started EmbeddedBackend, HeadWeights for CONDITIONS, event loop) on one CPU thread."""
+    repository = load_repository(ROOT / "model_repository")
+    backend = EmbeddedBackend(Settings.from_env({"MFD_TORCH_THREADS": "1"}), repository)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(backend.start())
+    weights = loop.run_until_complete(backend.head(repository.codec.encode_many(CONDITIONS)))
+    yield repository, backend, weights, loop
+    loop.run_until_complete(backend.close())
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def gradients(bundled):
+    repository = bundled[0]
+    return TrunkGradients.from_file(repository.trunk_path, repository.card.d_tech)
+
+
+def random_sequence(seed: int, length: int) -> str:
+    return "".join(np.random.default_rng(seed).choice(list("ACGT"), length))
+
+
+def independent_ism(repository, backend, weights, loop, sequence: str, start: int, end: int) -> np.ndarray:
+    """[K, P, W, 4] by hand: one mutated string per (position, base), scored like /predict scores windows."""
+    variants = [sequence[:p] + b + sequence[p + 1:] for p in range(start, end) for b in "ACGT"]
+    features = loop.run_until_complete(backend.features(dna.encode_many([sequence] + variants)))
+    scores = score(features, repository.card.d_tech, weights)
+    table = np.stack([scores.logit, scores.logit_bio, scores.logit_tech], axis=2)      # [1 + 4W, K, P]
+    effects = table[1:] - table[:1]
+    return effects.reshape(end - start, 4, *table.shape[1:]).transpose(2, 3, 0, 1)
+
+
+# ---- ISM on the bundled model ----------------------------------------------------------------------------
+
+def test_ism_equals_mutating_the_sequence_by_hand(bundled):
+    repository, backend, weights, loop = bundled
+    sequence = random_sequence(1, repository.card.seq_len)
+    sequence = sequence[:1100] + "N" + sequence[1101:]                                 # an N inside the window
+    start, end = 1090, 1112
+    got = loop.run_until_complete(ism(dna.encode_many([sequence]), backend.features, weights,
+                                      repository.card.d_tech, window=(start, end), chunk_size=17))
+    assert got.maps.shape == (1, len(CONDITIONS), 3, end - start, 4) and got.maps.dtype == np.float32
+    assert got.parts == PARTS and (got.start, got.end) == (start, end)
+    want = independent_ism(repository, backend, weights, loop, sequence, start, end)
+    np.testing.assert_allclose(got.maps[0], want, atol=1e-4, rtol=0)
+    assert np.abs(want).max() > 0.05                                                  # the trunk reacts at all
+    own = dna.encode(sequence[start:end])
+    positions = np.flatnonzero(own < 4)
+    assert np.all(got.maps[0][:, :, positions, own[positions]] == 0.0)                # exactly, not approximately
+    n_at = 1100 - start                                                                # N: four real substitutions
+    assert np.all(got.maps[0][:, 0, n_at, :] != 0.0)
+    assert got.details["forward_passes"] == ism_window_count(dna.encode_many([sequence]), (start, end)) == \
+        1 + 3 * (end - start) + 1
+
+
+def test_window_ism_is_the_larger_map_restricted(bundled):
+    """Mutating positions [1000, 1010) gives the same map as mutating [990, 1030) read at [1000, 1010)."""
+    repository, backend, weights, loop = bundled
+    tokens = dna.encode_many([random_sequence(s, repository.card.seq_len) for s in (2, 3)])
+    wide = loop.run_until_complete(ism(tokens, backend.features, weights, repository.card.d_tech,
+                                       window={"start": 990, "end": 1030}, parts=["logit_tech", "logit"]))
+    narrow = loop.run_until_complete(ism(tokens, backend.features, weights, repository.card.d_tech,
+                                         window={"start": 1000, "end": 1010}, parts=["logit_tech", "logit"]))
+    assert narrow.maps.shape == (2, len(CONDITIONS), 2, 10, 4) and narrow.parts == ("logit_tech", "logit")
+    np.testing.assert_allclose(narrow.maps, wide.maps[..., 10:20, :], atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(narrow.tokens, tokens[:, 1000:1010])
+    np.testing.assert_allclose(narrow.score, wide.score, atol=1e-5)
+
+
+def test_ism_reverse_complement_averages_both_strands(bundled):
+    repository, backend, weights, loop = bundled
+    sequence = random_sequence(4, repository.card.seq_len)
+    tokens = dna.encode_many([sequence])
+    both = loop.run_until_complete(ism(tokens, backend.features, weights, repository.card.d_tech,
+                                       window=(500, 505), reverse_complement=True))
+    forward = loop.run_until_complete(ism(tokens, backend.features, weights, repository.card.d_tech,
+                                          window=(500, 505)))
+    backward = loop.run_until_complete(ism(dna.reverse_complement(tokens), backend.features, weights,
+                                           repository.card.d_tech, window=(2177 - 505, 2177 - 500)))
+    # position p, base b on the forward strand is position L-1-p, base 3-b on the reverse strand
+    mirrored = backward.maps[..., ::-1, ::-1]
+    np.testing.assert_allclose(both.maps, 0.5 * (forward.maps + mirrored), atol=1e-5, rtol=0)
+    assert both.details["forward_passes"] == 2 * forward.details["forward_passes"]
+
+
+# ---- ISM bookkeeping over a full window, exact ------------------------------------------------------------
+
+class LinearBackend(Backend):
+    """features[n] = Σ_p E[:, p, base_p] (an N contributes 0): ISM of a part is then exactly v·(E[:, p, b] − E[:, p, ref])."""
+
+    name = "linear"
+
+    def __init__(self, length: int, d: int, seed: int = 0):
+        self.table = np.random.default_rng(seed).normal(size=(length, 5, d)).astype(np.float32)
+        self.table[:, 4] = 0.0
+        self.calls = 0
+
+    async def features(self, tokens: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return self.table[np.arange(tokens.shape[1]), tokens].sum(axis=1, dtype=np.float64).astype(np.float32)
+
+    async def head(self, codes: np.ndarray) -> HeadWeights:
+        raise NotImplementedError
+
+
+def test_full_window_ism_matches_closed_form_and_window_is_a_slice():
+    length, d_tech, d = 2177, 3, 6
+    backend = LinearBackend(length, d)
+    rng = np.random.default_rng(1)
+    weights = HeadWeights(rng.normal(size=(2, d_tech)).astype(np.float32),
+                          rng.normal(size=(2, d - d_tech)).astype(np.float32), np.array([5.0, -3.0], np.float32))
+    tokens = rng.integers(0, 4, size=(2, length), dtype=np.uint8)
+    tokens[0, [0, 7, length - 1]] = dna.N_CODE
+    full = asyncio.run(ism(tokens, backend.features, weights, d_tech, chunk_size=1000, max_in_flight=3))
+    table = backend.table.astype(np.float64)                                          # [L, 5, D]
+    delta = table[None, :, :4] - table[np.arange(length)[None], tokens][:, :, None]    # [N, L, 4, D]
+    v = {"logit": np.concatenate([weights.w_tech, weights.w_bio], 1),
+         "logit_bio": np.concatenate([np.zeros_like(weights.w_tech), weights.w_bio], 1),
+         "logit_tech": np.concatenate([weights.w_tech, np.zeros_like(weights.w_bio)], 1)}
+    want = np.stack([np.einsum("nlbd,kd->nklb", delta, v[p]) for p in PARTS], axis=2)  # [N, K, P, L, 4]
+    assert full.maps.shape == want.shape == (2, 2, 3, length, 4)
+    np.testing.assert_allclose(full.maps, want, atol=2e-4, rtol=0)                    # float32 sums of ~2177 terms
+    assert backend.calls == -(-ism_window_count(tokens) // 1000)
+    window = asyncio.run(ism(tokens, backend.features, weights, d_tech, window=(5, 40)))
+    np.testing.assert_allclose(window.maps, full.maps[..., 5:40, :], atol=2e-4, rtol=0)
+    assert np.all(full.maps[1, :, :, np.arange(length), tokens[1]] == 0.0)
+
+
+# ---- gradient methods -------------------------------------------------------------------------------------
+
+def test_projection_puts_half_of_each_dinucleotide_on_each_base():
+    dinuc = np.zeros((16, 3))                                                         # 4 bases, 3 pairs
+    dinuc[4 * 2 + 1, 0] = 2.0                                                         # GC at bases 0-1
+    dinuc[4 * 3 + 3, 2] = -1.0                                                        # TT at bases 2-3
+    bases = project_to_bases(dinuc)
+    want = np.zeros((4, 4))
+    want[0, 2], want[1, 1], want[2, 3], want[3, 3] = 1.0, 1.0, -0.5, -0.5
+    np.testing.assert_array_equal(bases, want)
+    many = np.random.default_rng(0).normal(size=(2, 16, 40))
+    np.testing.assert_allclose(project_to_bases(many).sum(axis=(1, 2)), many.sum(axis=(1, 2)), rtol=1e-12)
+
+
+def test_gradient_entry_reproduces_the_trunk(bundled, gradients):
+    repository, backend, _, loop = bundled
+    tokens = dna.encode_many([random_sequence(5, repository.card.seq_len)])
+    want = loop.run_until_complete(backend.features(tokens))
+    with torch.no_grad():
+        got = gradients.features(gradients.dinucleotides(tokens)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_gradient_entry_refuses_a_trunk_without_its_submodules(tmp_path):
+    class Opaque(torch.nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return tokens.float().mean(dim=1, keepdim=True)
+    path = tmp_path / "opaque.pt"
+    torch.jit.script(Opaque()).save(str(path))
+    with pytest.raises(GradientEntryError, match="stem"):
+        TrunkGradients.from_file(path, 1)
+
+
+@pytest.mark.parametrize("method", ["gradient_x_input", "integrated_gradients"])
+def test_gradient_maps_of_the_parts_add_up_to_the_logit_map(bundled, gradients, method):
+    repository, _, weights, _ = bundled
+    tokens = dna.encode_many([random_sequence(6, repository.card.seq_len)])
+    tokens[0, 300:304] = dna.N_CODE
+    kwargs = {"steps": 8} if method == "integrated_gradients" else {}
+    result = getattr(gradients, method)(tokens, weights, **kwargs)
+    logit, bio, tech = (result.maps[:, :, PARTS.index(p)] for p in PARTS)
+    scale = np.abs(logit).max()
+    assert scale > 1e-3
+    np.testing.assert_allclose(bio + tech, logit, atol=1e-4 * scale, rtol=0)
+    # the zero baseline makes the input one-hot: only the sequence's own bases carry attribution, an N none
+    own = np.zeros((tokens.shape[1], 4), bool)
+    own[np.flatnonzero(tokens[0] < 4), tokens[0][tokens[0] < 4]] = True
+    assert np.all(result.maps[0][..., ~own] == 0.0)
+    assert np.all(result.maps[0][..., 301:303, :] == 0.0)
+
+
+def test_many_conditions_take_the_feature_jacobian_path_with_the_same_maps(bundled, gradients):
+    """K × P > D switches to the D feature gradients contracted afterwards; the maps must not change."""
+    repository, backend, weights, loop = bundled
+    conditions = [t.metadata for t in repository.card.tracks] + CONDITIONS + [{"lab": "lab-B"}] * 8
+    many = loop.run_until_complete(backend.head(repository.codec.encode_many(conditions)))
+    assert 3 * len(conditions) > repository.card.d_tech + repository.card.d_bio
+    tokens = dna.encode_many([random_sequence(7, repository.card.seq_len)])
+    together = gradients.gradient_x_input(tokens, many)
+    alone = gradients.gradient_x_input(tokens, weights)
+    k = len(repository.card.tracks)
+    np.testing.assert_allclose(together.maps[:, k:k + len(CONDITIONS)], alone.maps, atol=1e-6, rtol=0)
+
+
+def test_integrated_gradients_are_complete(bundled, gradients):
+    """Σ IG = s(x) − s(all-N window) up to quadrature error.
+
+    The integrand is only piecewise smooth (max-pool switches; it steepens near α = 1), so Gauss–Legendre does
+    not reach its smooth-case accuracy. Measured gap / max |Δs| on three random windows: 0.7–6% at 16–32 nodes,
+    1.0–3.4% at 64, 0.3–2.5% at 128. The test uses 64 nodes and allows 10%; a lost factor (no ×(x − x'), a
+    projection that drops half) would be off by 50% or more.
+    """
+    repository, backend, weights, loop = bundled
+    tokens = dna.encode_many([random_sequence(8, repository.card.seq_len)])
+    result = gradients.integrated_gradients(tokens, weights, steps=64)
+    total = result.maps.sum(axis=(3, 4), dtype=np.float64)                            # [N, K, P]
+    np.testing.assert_allclose(total, result.details["dinucleotide_sum"], rtol=1e-4, atol=1e-6)
+    # the zero baseline is the all-N window: its score is the served score of N×L
+    all_n = np.full((1, repository.card.seq_len), dna.N_CODE, np.uint8)
+    served = score(loop.run_until_complete(backend.features(all_n)), repository.card.d_tech, weights)
+    np.testing.assert_allclose(result.baseline_score[0, :, 0], served.logit[0], atol=1e-4)
+    delta = result.score - result.baseline_score
+    assert np.abs(delta).max() > 0.1
+    assert np.abs(total - delta).max() <= 0.10 * np.abs(delta).max()
+
+
+def test_gradient_window_is_a_slice_of_the_full_map(bundled, gradients):
+    repository, _, weights, _ = bundled
+    tokens = dna.encode_many([random_sequence(9, repository.card.seq_len)])
+    full = gradients.gradient_x_input(tokens, weights, parts=["logit_bio"])
+    part = gradients.gradient_x_input(tokens, weights, parts=["logit_bio"], window=(100, 180))
+    assert part.maps.shape == (1, len(CONDITIONS), 1, 80, 4)
+    np.testing.assert_array_equal(part.maps, full.maps[..., 100:180, :])
+
+
+def test_gradient_methods_are_refused_on_triton_and_ism_is_not():
+    with pytest.raises(AttributionInputError, match="ism") as info:
+        require_gradient_backend("integrated_gradients", "triton")
+    assert info.value.field == "method"
+    require_gradient_backend("ism", "triton")
+    require_gradient_backend("gradient_x_input", "embedded")
+
+
+# ---- hostile input -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("window, field", [
+    ((-1, 10), "window.start"), ((0, 2178), "window.end"), ((10, 10), "window"), ((20, 10), "window"),
+    ({"start": 1.5, "end": 3}, "window.start"), ({"start": True, "end": 3}, "window.start"),
+    ({"start": 0}, "window.end"), ("0-10", "window"), ((1, 2, 3), "window"),
+])
+def test_bad_windows_name_the_field(window, field):
+    with pytest.raises(AttributionInputError) as info:
+        check_window(window, 2177)
+    assert info.value.field == field
+
+
+def test_bad_requests_name_the_field(bundled, gradients):
+    repository, backend, weights, loop = bundled
+    tokens = dna.encode_many([random_sequence(10, repository.card.seq_len)])
+    cases = [
+        (lambda: ism(np.zeros((0, 2177), np.uint8), backend.features, weights, 30), "sequences"),
+        (lambda: ism(np.zeros((1, 0), np.uint8), backend.features, weights, 30), "sequences"),
+        (lambda: ism(tokens + 5, backend.features, weights, 30), "sequences"),
+        (lambda: ism(tokens, backend.features, weights, 30, parts=[]), "parts"),
+        (lambda: ism(tokens, backend.features, weights, 30, parts=["logit", "bio"]), "parts[1]"),
+        (lambda: ism(tokens, backend.features, weights, 30, window=(5, 3)), "window"),
+    ]
+    for make, field in cases:
+        with pytest.raises(AttributionInputError) as info:
+            loop.run_until_complete(make())
+        assert info.value.field == field, (field, info.value)
+    for kwargs, field in [({"steps": 0}, "steps"), ({"steps": "32"}, "steps"), ({"baseline": "shuffle"}, "baseline"),
+                          ({"window": (0, 9999)}, "window.end")]:
+        with pytest.raises(AttributionInputError) as info:
+            gradients.integrated_gradients(tokens, weights, **kwargs)
+        assert info.value.field == field
