@@ -242,6 +242,18 @@ def test_integrated_gradients_are_complete(bundled, gradients):
     delta = result.score - result.baseline_score
     assert np.abs(delta).max() > 0.1
     assert np.abs(total - delta).max() <= 0.10 * np.abs(delta).max()
+    np.testing.assert_allclose(result.details["completeness_gap"], total - delta, atol=1e-4)
+
+
+def test_gradient_strand_average_is_the_mean_of_both_strands_maps(bundled, gradients):
+    """Position p, base b of the reverse strand's map is position L−1−p, base 3−b on the forward strand."""
+    repository, _, weights, _ = bundled
+    tokens = dna.encode_many([random_sequence(11, repository.card.seq_len)])
+    both = gradients.gradient_x_input(tokens, weights, reverse_complement=True)
+    forward = gradients.gradient_x_input(tokens, weights)
+    backward = gradients.gradient_x_input(dna.reverse_complement(tokens), weights)
+    np.testing.assert_allclose(both.maps, 0.5 * (forward.maps + backward.maps[..., ::-1, ::-1]), atol=1e-6, rtol=0)
+    assert np.abs(forward.maps - both.maps).max() > 1e-3                              # the strands do differ
 
 
 def test_gradient_window_is_a_slice_of_the_full_map(bundled, gradients):
@@ -294,3 +306,34 @@ def test_bad_requests_name_the_field(bundled, gradients):
         with pytest.raises(AttributionInputError) as info:
             gradients.integrated_gradients(tokens, weights, **kwargs)
         assert info.value.field == field
+
+
+@pytest.mark.slow
+def test_ism_through_a_real_triton_server_equals_embedded(triton_server, exported_repository):
+    """ISM uses only Backend.features and HeadWeights, so the Triton backend gives the embedded backend's maps."""
+    from service.backends.triton import TritonBackend
+    repository = load_repository(exported_repository)
+    base = Settings(model_repository=exported_repository, torch_threads=1)
+    triton = TritonBackend(base.model_copy(update={"backend": "triton", "triton_url": triton_server.grpc_url}),
+                           repository)
+    embedded = EmbeddedBackend(base, repository)
+    tokens = dna.encode_many([random_sequence(12, repository.card.seq_len)])
+    codes = repository.codec.encode_many([t.metadata for t in repository.card.tracks[:2]])
+
+    async def run():
+        await triton.start()
+        await embedded.start()
+        try:
+            weights = await embedded.head(codes)
+            return [await ism(tokens, backend.features, weights, repository.card.d_tech, window=(700, 730),
+                              chunk_size=64, max_in_flight=3) for backend in (triton, embedded)]
+        finally:
+            await triton.close()
+            await embedded.close()
+
+    via_triton, via_embedded = asyncio.run(run())
+    assert np.abs(via_embedded.maps).max() > 1e-3
+    np.testing.assert_allclose(via_triton.maps, via_embedded.maps, atol=1e-4, rtol=0)
+    require_gradient_backend("ism", triton.name)
+    with pytest.raises(AttributionInputError):
+        require_gradient_backend("gradient_x_input", triton.name)
