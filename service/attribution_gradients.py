@@ -15,7 +15,8 @@ Methods (one code path: a Gauss–Legendre quadrature of the gradient along x' +
 * gradient_x_input: x' = 0, one node at α = 1: (x ⊙ ∇s)(x).
 * integrated_gradients: x' = 0 (the default: the all-zero input is the model's own all-N window, a real input
   whose score the service can report, and captum's default baseline) or "uniform" (1/16 in every channel,
-  the expectation of a random dinucleotide); `steps` Gauss–Legendre nodes on [0, 1] (captum's default rule).
+  the expectation of a random dinucleotide); `steps` Gauss–Legendre nodes on [0, 1] (captum's default rule;
+  default 64, see DEFAULT_STEPS).
   Completeness: Σ IG = s(x) − s(x') up to the quadrature error, which falls with `steps`.
 
 Projection onto bases. Channel c = 4a + b at dinucleotide position i covers bases i (a) and i + 1 (b); its
@@ -44,7 +45,9 @@ from .attributions import (GRADIENT_METHODS, PARTS, Attribution, AttributionInpu
                            check_window, part_scores)
 
 BASELINES = ("zero", "uniform")
-DEFAULT_STEPS = 50  # captum's default n_steps
+#: Gauss–Legendre nodes. captum's default is 50; on the demo model the completeness gap at 50 nodes reached 7.6%
+#: of max |s(x) − s(x')| on one of four random windows, at 64 it stayed within 0.4–3.4% on thirteen.
+DEFAULT_STEPS = 64
 MAX_STEPS = 512
 #: Trunk rows (quadrature node × score direction) per forward/backward call. 64 windows of the C=30 demo model
 #: take ~0.35 s forward+backward on one CPU thread; a C=768 model wants fewer on a small GPU.

@@ -41,8 +41,8 @@ PARTS = ("logit", "logit_bio", "logit_tech")
 METHODS = ("ism", "gradient_x_input", "integrated_gradients")
 GRADIENT_METHODS = ("gradient_x_input", "integrated_gradients")
 BASES = "ACGT"
-#: Mutated windows per Backend.features call. 256 is the embedded backend's MFD_MAX_BATCH-sized call and
-#: Triton's max_batch_size for the trunk; larger chunks only add latency before the first result.
+#: Mutated windows per `features` call: the exported trunk's Triton max_batch_size. Through the engine's
+#: micro-batcher each chunk is split further into MFD_MAX_BATCH windows (16 on CPU, 64 on an accelerator).
 DEFAULT_CHUNK = 256
 #: Chunks in flight at once: 2 lets the next chunk be built (and, on Triton, sent) while one runs.
 DEFAULT_IN_FLIGHT = 2

@@ -226,9 +226,10 @@ def test_integrated_gradients_are_complete(bundled, gradients):
     """Σ IG = s(x) − s(all-N window) up to quadrature error.
 
     The integrand is only piecewise smooth (max-pool switches; it steepens near α = 1), so Gauss–Legendre does
-    not reach its smooth-case accuracy. Measured gap / max |Δs| on three random windows: 0.7–6% at 16–32 nodes,
-    1.0–3.4% at 64, 0.3–2.5% at 128. The test uses 64 nodes and allows 10%; a lost factor (no ×(x − x'), a
-    projection that drops half) would be off by 50% or more.
+    not reach its smooth-case accuracy, nor fall monotonically with the node count. Measured gap / max |Δs|:
+    0.7–6% at 16–32 nodes (3 windows), 0.3–7.6% at 50 (4), 0.4–3.4% at 64 (13 windows; this one 3.2%),
+    0.2–2.5% at 128 (8). The test uses 64 nodes and allows 10%, three times the worst seen; a lost factor
+    (no ×(x − x'), a projection that drops half) would be off by 50% or more.
     """
     repository, backend, weights, loop = bundled
     tokens = dna.encode_many([random_sequence(8, repository.card.seq_len)])
