@@ -195,15 +195,23 @@ class TrunkGradients:
         basis, mix = (directions, None) if k * p <= dim else (np.eye(dim, dtype=np.float32), directions)
         x = self.dinucleotides(tokens)                                                    # [N, 16, L − 1]
         x0 = torch.zeros_like(x) if baseline == "zero" else torch.full_like(x, 1.0 / 16)
-        grads = self._path_gradients(x, x0, torch.from_numpy(basis).to(self.device), nodes, node_weights,
-                                     reverse_complement)                                  # [N, R, 16, L − 1]
-        delta = (x - x0).cpu().numpy().astype(np.float64)                                # [N, 16, L − 1]
-        dinuc = grads * delta[:, None]                                                    # [N, R, 16, L − 1]
-        rows = project_to_bases(dinuc)[:, :, start:end]                                   # [N, R, W, 4]
-        sums = dinuc.sum(axis=(2, 3))                                                     # [N, R]
-        if mix is not None:  # contract last: linear in the row, and [R, W, 4] is far smaller than [M, 16, L − 1]
-            rows, sums = np.einsum("mr,nrwb->nmwb", mix, rows), sums @ mix.T.astype(np.float64)
-        maps = rows.reshape(n, k, p, end - start, 4).astype(np.float32)                  # [N, K, P, W, 4]
+        torch_basis = torch.from_numpy(basis).to(self.device)
+        # Sequences in groups of about chunk_size trunk rows: the float64 gradient accumulator is
+        # [group, R, 16, L − 1] (17 MB per sequence at R = 60), so memory stays flat however many are sent.
+        group = max(1, -(-self.chunk_size // (basis.shape[0] * nodes.size)))
+        maps = np.empty((n, k * p, end - start, 4), dtype=np.float32)
+        sums = np.empty((n, k * p), dtype=np.float64)
+        for g in range(0, n, group):
+            sl = slice(g, g + group)
+            grads = self._path_gradients(x[sl], x0[sl], torch_basis, nodes, node_weights,
+                                         reverse_complement)                              # [g, R, 16, L − 1]
+            dinuc = grads * (x[sl] - x0[sl]).cpu().numpy().astype(np.float64)[:, None]    # (x − x') ⊙ ∫∇
+            rows = project_to_bases(dinuc)[:, :, start:end]                               # [g, R, W, 4]
+            row_sums = dinuc.sum(axis=(2, 3))                                             # [g, R]
+            if mix is not None:  # contract last: linear in the row, and [R, W, 4] ≪ [M, 16, L − 1]
+                rows, row_sums = np.einsum("mr,nrwb->nmwb", mix, rows), row_sums @ mix.T.astype(np.float64)
+            maps[sl], sums[sl] = rows, row_sums
+        maps = maps.reshape(n, k, p, end - start, 4)                                      # [N, K, P, W, 4]
         with torch.no_grad():
             f = self.features(x, reverse_complement=reverse_complement).cpu().numpy()
             f0 = self.features(x0[:1], reverse_complement=reverse_complement).cpu().numpy()

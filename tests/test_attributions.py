@@ -266,6 +266,18 @@ def test_gradient_window_is_a_slice_of_the_full_map(bundled, gradients):
     np.testing.assert_array_equal(part.maps, full.maps[..., 100:180, :])
 
 
+def test_gradient_maps_do_not_depend_on_how_sequences_are_grouped(bundled, gradients):
+    repository, _, weights, _ = bundled
+    tokens = dna.encode_many([random_sequence(s, repository.card.seq_len) for s in (13, 14, 15)])
+    small = TrunkGradients(gradients.trunk, repository.card.d_tech, chunk_size=4, check=False)
+    together = gradients.gradient_x_input(tokens, weights, window=(1000, 1100))      # one group of three
+    grouped = small.gradient_x_input(tokens, weights, window=(1000, 1100))           # three groups of one
+    np.testing.assert_allclose(grouped.maps, together.maps, atol=1e-6, rtol=0)
+    alone = gradients.gradient_x_input(tokens[1:2], weights, window=(1000, 1100))
+    np.testing.assert_allclose(together.maps[1:2], alone.maps, atol=1e-6, rtol=0)
+    assert np.abs(together.maps[0] - together.maps[1]).max() > 1e-3
+
+
 def test_gradient_methods_are_refused_on_triton_and_ism_is_not():
     with pytest.raises(AttributionInputError, match="ism") as info:
         require_gradient_backend("integrated_gradients", "triton")
