@@ -41,7 +41,7 @@ import torch
 
 from mfd_common import tokens as dna
 
-from .attributions import (GRADIENT_METHODS, PARTS, Attribution, AttributionInputError, check_parts, check_tokens,
+from .attributions import (GRADIENT_METHODS, Attribution, AttributionInputError, check_parts, check_tokens,
                            check_window, part_scores)
 
 BASELINES = ("zero", "uniform")

@@ -118,7 +118,7 @@ def test_ism_reverse_complement_averages_both_strands(bundled):
 # ---- ISM bookkeeping over a full window, exact ------------------------------------------------------------
 
 class LinearBackend(Backend):
-    """features[n] = Σ_p E[:, p, base_p] (an N contributes 0): ISM of a part is then exactly v·(E[:, p, b] − E[:, p, ref])."""
+    """features[n] = Σ_p E[p, base_p] (an N adds 0): a part's ISM is then exactly v·(E[p, b] − E[p, ref])."""
 
     name = "linear"
 
