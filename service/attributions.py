@@ -102,13 +102,16 @@ def check_parts(parts: Sequence[str] | None, field: str = "parts") -> tuple[str,
 
 
 def check_window(window: Any, length: int, field: str = "window") -> tuple[int, int]:
-    """(start, end) with 0 <= start < end <= length; None means the whole sequence."""
+    """(start, end) with 0 <= start < end <= length from None (the whole sequence), {start, end}, an object with
+    .start/.end (the request's model) or a pair."""
     if length <= 0:
         raise AttributionInputError("sequences", "is empty: there is nothing to attribute")
     if window is None:
         return 0, length
     if isinstance(window, dict):
         start, end = window.get("start"), window.get("end")
+    elif hasattr(window, "start") and hasattr(window, "end"):                # a pydantic model of the request
+        start, end = window.start, window.end
     elif isinstance(window, Sequence) and not isinstance(window, str) and len(window) == 2:
         start, end = window
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -287,6 +288,12 @@ def test_gradient_methods_are_refused_on_triton_and_ism_is_not():
 
 
 # ---- hostile input -----------------------------------------------------------------------------------------
+
+def test_windows_come_as_dicts_pairs_or_objects():
+    assert check_window(None, 2177) == (0, 2177)
+    assert check_window({"start": 3, "end": 9}, 2177) == check_window((3, 9), 2177) == \
+        check_window(SimpleNamespace(start=np.int64(3), end=9), 2177) == (3, 9)
+
 
 @pytest.mark.parametrize("window, field", [
     ((-1, 10), "window.start"), ((0, 2178), "window.end"), ((10, 10), "window"), ((20, 10), "window"),
