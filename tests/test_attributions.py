@@ -258,6 +258,30 @@ def test_gradient_strand_average_is_the_mean_of_both_strands_maps(bundled, gradi
     assert np.abs(forward.maps - both.maps).max() > 1e-3                              # the strands do differ
 
 
+def test_integrated_gradients_put_a_planted_motif_in_the_biological_part(bundled, gradients):
+    """The demo model learnt GATA1 binding as biology (tests/test_bundled_model.py): two GATA1 consensus sites
+    planted at the window's centre must carry the K562-GATA1 logit_bio attribution and almost none of the
+    logit_tech one. Measured on four random backgrounds: the 22 motif bases hold 4.1–4.6 of logit_bio (the
+    other 2155 bases −0.8–−0.2 in all), −0.14–0.01 of logit_tech, and their mean ranks 7th–12th of 2177."""
+    from training.demo_data import JASPAR
+    repository, backend, _, loop = bundled
+    counts = np.array(JASPAR["GATA1"][1])
+    consensus = "".join("ACGT"[i] for i in counts.argmax(axis=0))
+    sequence = random_sequence(0, repository.card.seq_len)
+    motif = np.zeros(repository.card.seq_len, bool)
+    for at in (1070, 1100):
+        sequence = sequence[:at] + consensus + sequence[at + len(consensus):]
+        motif[at:at + len(consensus)] = True
+    weights = loop.run_until_complete(backend.head(repository.codec.encode_many(
+        [{"biosample": "K562", "target": "GATA1", "assay": "ChIP-seq", "lab": "lab-B"}])))
+    result = gradients.integrated_gradients(dna.encode_many([sequence]), weights, steps=32)
+    per_base = result.maps[0, 0].sum(axis=-1)                                          # [P, L]
+    bio, tech = per_base[PARTS.index("logit_bio")], per_base[PARTS.index("logit_tech")]
+    assert bio[motif].sum() > 2.0
+    assert abs(tech[motif].sum()) < 0.5
+    assert (bio > bio[motif].mean()).sum() < 0.02 * bio.size                          # top 2% of positions
+
+
 def test_gradient_window_is_a_slice_of_the_full_map(bundled, gradients):
     repository, _, weights, _ = bundled
     tokens = dna.encode_many([random_sequence(9, repository.card.seq_len)])
