@@ -228,7 +228,14 @@ async def ism(tokens: np.ndarray, features: FeaturesFn, weights: Any, d_tech: in
             else:
                 scores[chunk] = part_scores(await features(rows), d_tech, weights, parts)
 
-    await asyncio.gather(*(run(b) for b in range(0, total, chunk_size)))
+    tasks = [asyncio.ensure_future(run(b)) for b in range(0, total, chunk_size)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:  # a failed chunk or a cancelled request (deadline): stop the chunks not yet run
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     n = tokens.shape[0]
     reference = scores[:n]                                             # [N, K, P]
     full = np.broadcast_to(reference[:, None, None, :, :], (n, end - start, 4) + reference.shape[1:]).copy()

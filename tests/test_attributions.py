@@ -159,6 +159,23 @@ def test_full_window_ism_matches_closed_form_and_window_is_a_slice():
     assert np.all(full.maps[1, :, :, np.arange(length), tokens[1]] == 0.0)
 
 
+def test_a_failing_backend_call_stops_the_remaining_chunks():
+    class Failing(LinearBackend):
+        async def features(self, tokens: np.ndarray) -> np.ndarray:
+            await asyncio.sleep(0.001)                                                # a call takes time
+            if self.calls == 2:
+                self.calls += 1
+                raise RuntimeError("backend went away")
+            return await super().features(tokens)
+
+    backend = Failing(2177, 4)
+    weights = HeadWeights(np.ones((1, 2), np.float32), np.ones((1, 2), np.float32), np.zeros(1, np.float32))
+    tokens = np.zeros((1, 2177), np.uint8)
+    with pytest.raises(RuntimeError, match="went away"):
+        asyncio.run(ism(tokens, backend.features, weights, 2, chunk_size=100, max_in_flight=2))
+    assert backend.calls <= 4                                                         # of 66 chunks
+
+
 # ---- gradient methods -------------------------------------------------------------------------------------
 
 def test_projection_puts_half_of_each_dinucleotide_on_each_base():
