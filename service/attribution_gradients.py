@@ -25,6 +25,7 @@ attribution lands, in two equal halves, on the two bases it covers, so the base 
 dinucleotide map sums to (completeness survives), and the projection is linear, so maps of logit_bio and
 logit_tech add up to the logit map (the bias has no gradient). With x' = 0 the input is one-hot, so entries are
 non-zero only at the sequence's own bases, and an N (all-zero input) gets 0. The end bases get one half only.
+An order-1 trunk (4 single-base channels) needs no projection: its input already is the base map.
 
 Every score direction v is a row of the basis when there are at most D of them (K × P ≤ D); otherwise the
 gradients of the D features are taken once and contracted with the directions, so the cost never exceeds D
@@ -57,7 +58,9 @@ PROBE_ATOL = 1e-4
 
 # Dinucleotide channel 4a + b of the reverse complement at position i is channel 4·comp(b) + comp(a) of the
 # forward strand at position L − 2 − i (comp(x) = 3 − x).
+# An order-1 (single-base) trunk's channel c of the reverse complement is channel 3 − c.
 RC_CHANNELS = [4 * (3 - c % 4) + (3 - c // 4) for c in range(16)]
+RC_CHANNELS_ORDER1 = [3, 2, 1, 0]
 
 
 class GradientEntryError(RuntimeError):
@@ -85,8 +88,12 @@ def check_baseline(baseline: Any, field: str = "baseline") -> str:
 
 
 def project_to_bases(dinucleotide: np.ndarray) -> np.ndarray:
-    """[..., 16, L − 1] dinucleotide attributions → [..., L, 4] base attributions (half to each covered base)."""
+    """[..., 16, L − 1] dinucleotide attributions → [..., L, 4] base attributions (half to each covered base).
+
+    An order-1 model's [..., 4, L] input is already per base: only the axes are swapped."""
     *lead, channels, positions = dinucleotide.shape
+    if channels == 4:
+        return np.swapaxes(dinucleotide, -1, -2).astype(np.float64)
     pairs = dinucleotide.reshape(*lead, 4, 4, positions)               # [..., first base a, second base b, i]
     first = pairs.sum(axis=-2)                                         # [..., a, i]: base i
     second = pairs.sum(axis=-3)                                        # [..., b, i]: base i + 1
@@ -122,6 +129,12 @@ class TrunkGradients:
         self.crop = int(trunk.crop)
         self.strand_average = bool(getattr(trunk, "reverse_complement_average", False))
         self.device = next(iter(trunk.parameters())).device
+        with torch.no_grad():
+            self.channels = int(trunk.onehot(torch.zeros((1, 2), dtype=torch.uint8, device=self.device)).shape[1])
+        if self.channels not in (4, 16):
+            raise GradientEntryError(f"the trunk's onehot gives {self.channels} channels; this module knows single "
+                                     "bases (4) and dinucleotides (16)")
+        self.rc_channels = RC_CHANNELS if self.channels == 16 else RC_CHANNELS_ORDER1
         if check:
             self._check_entry()
 
@@ -146,7 +159,7 @@ class TrunkGradients:
 
         Strand-averaged when the trunk was exported so (as trunk(tokens) is) or when the request asks for it."""
         if self.strand_average or reverse_complement:
-            return 0.5 * (self._core(x) + self._core(x[:, RC_CHANNELS].flip(2)))
+            return 0.5 * (self._core(x) + self._core(x[:, self.rc_channels].flip(2)))
         return self._core(x)
 
     def _check_entry(self) -> None:
@@ -154,9 +167,9 @@ class TrunkGradients:
         tokens = rng.integers(0, 4, size=(2, int(getattr(self.trunk, "seq_len", 2177))), dtype=np.uint8)
         tokens[:, 100:103] = dna.N_CODE
         x = self.dinucleotides(tokens)
-        if not torch.equal(self.dinucleotides(dna.reverse_complement(tokens)), x[:, RC_CHANNELS].flip(2)):
-            raise GradientEntryError("the trunk's onehot is not the first-base-major dinucleotide encoding this "
-                                     "module's strand averaging assumes")
+        if not torch.equal(self.dinucleotides(dna.reverse_complement(tokens)), x[:, self.rc_channels].flip(2)):
+            raise GradientEntryError("the trunk's onehot is not the A,C,G,T-ordered (first base major) encoding "
+                                     "this module's strand averaging and projection assume")
         with torch.no_grad():
             want = self.trunk(torch.from_numpy(tokens).to(self.device)).float()
             got = self.features(x)
@@ -194,7 +207,7 @@ class TrunkGradients:
         # Few directions: one backward row each. Many: the D feature gradients once, contracted afterwards.
         basis, mix = (directions, None) if k * p <= dim else (np.eye(dim, dtype=np.float32), directions)
         x = self.dinucleotides(tokens)                                                    # [N, 16, L − 1]
-        x0 = torch.zeros_like(x) if baseline == "zero" else torch.full_like(x, 1.0 / 16)
+        x0 = torch.zeros_like(x) if baseline == "zero" else torch.full_like(x, 1.0 / self.channels)
         torch_basis = torch.from_numpy(basis).to(self.device)
         # Sequences in groups of about chunk_size trunk rows: the float64 gradient accumulator is
         # [group, R, 16, L − 1] (17 MB per sequence at R = 60), so memory stays flat however many are sent.

@@ -241,7 +241,8 @@ async def ism(tokens: np.ndarray, features: FeaturesFn, weights: Any, d_tech: in
     full = np.broadcast_to(reference[:, None, None, :, :], (n, end - start, 4) + reference.shape[1:]).copy()
     mutated = slice(n, total)                                          # [N, W, 4, K, P] filled where mutated
     full[plan.row[mutated], plan.pos[mutated] - start, plan.base[mutated]] = scores[mutated]
-    maps = (full - reference[:, None, None]).transpose(0, 3, 4, 1, 2)  # → [N, K, P, W, 4]
+    full -= reference[:, None, None]
+    maps = full.transpose(0, 3, 4, 1, 2)                               # → [N, K, P, W, 4]
     return Attribution("ism", parts, start, end, np.ascontiguousarray(maps, dtype=np.float32),
                        reference.copy(), tokens[:, start:end].copy(),
                        details={"forward_passes": total * (2 if reverse_complement else 1),

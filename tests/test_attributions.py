@@ -30,6 +30,16 @@ CONDITIONS = [{"biosample": "K562", "target": "GATA1", "assay": "ChIP-seq", "lab
               {"biosample": "HepG2", "target": "HNF4A", "lab": "lab-C"}, {}]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread, as the service runs on CPU: on the shared 2-core machine torch's default (all cores)
+    made the export test 6x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def bundled():
     """(repository, started EmbeddedBackend, HeadWeights for CONDITIONS, event loop) on one CPU thread."""
@@ -318,6 +328,34 @@ def test_gradient_maps_do_not_depend_on_how_sequences_are_grouped(bundled, gradi
     alone = gradients.gradient_x_input(tokens[1:2], weights, window=(1000, 1100))
     np.testing.assert_allclose(together.maps[1:2], alone.maps, atol=1e-6, rtol=0)
     assert np.abs(together.maps[0] - together.maps[1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("order", [2, 1])
+def test_strand_averaged_and_single_base_exports(tmp_path, order):
+    """A trunk exported with strand averaging (and an order-1 one) passes the entry check, which fails if the
+    float path forgets the averaging; its maps are strand-symmetric and additive."""
+    from tests.fixtures.models import build_tiny_checkpoint
+    from training.export import export_repository
+    out = export_repository(build_tiny_checkpoint(tmp_path / "ckpt", onehot_order=order), tmp_path / "repo",
+                            reverse_complement_average=True)
+    repository = load_repository(out)
+    grads = TrunkGradients.from_file(repository.trunk_path, repository.card.d_tech)
+    assert grads.strand_average and grads.channels == 4 ** order
+    rng = np.random.default_rng(order)
+    weights = HeadWeights(*(rng.normal(size=(2, d)).astype(np.float32) for d in (repository.card.d_tech,
+                                                                                repository.card.d_bio)),
+                          np.zeros(2, np.float32))
+    tokens = dna.encode_many([random_sequence(20, repository.card.seq_len)])
+    forward = grads.gradient_x_input(tokens, weights)
+    backward = grads.gradient_x_input(dna.reverse_complement(tokens), weights)
+    scale = np.abs(forward.maps).max()
+    assert scale > 1e-4
+    np.testing.assert_allclose(forward.maps, backward.maps[..., ::-1, ::-1], atol=1e-4 * scale, rtol=0)
+    np.testing.assert_allclose(forward.maps[:, :, 1] + forward.maps[:, :, 2], forward.maps[:, :, 0],
+                               atol=1e-4 * scale, rtol=0)
+    grads.strand_average = False
+    with pytest.raises(GradientEntryError, match="differ from trunk"):
+        grads._check_entry()
 
 
 def test_gradient_methods_are_refused_on_triton_and_ism_is_not():
