@@ -77,6 +77,32 @@ class Attribution:
     details: dict[str, Any] | None = None
 
 
+    def for_sequence(self, n: int) -> dict[str, Any]:
+        """One sequence's arrays keyed by part, ready for a transport: {"score": {part: [K]}, "maps": {part:
+        [K, W, 4]}} (+ "baseline_score" and "completeness_gap" for IG). numpy arrays; the caller serialises."""
+        def by_part(array: np.ndarray) -> dict[str, np.ndarray]:
+            return {part: array[:, j] for j, part in enumerate(self.parts)}
+        out: dict[str, Any] = {"score": by_part(self.score[n]), "maps": by_part(self.maps[n])}
+        if self.baseline_score is not None:
+            out["baseline_score"] = by_part(self.baseline_score[n])
+        if self.details and "completeness_gap" in self.details:
+            out["completeness_gap"] = by_part(self.details["completeness_gap"][n])
+        return out
+
+    def per_base(self) -> np.ndarray:
+        """float32 [N, K, P, W]: one contribution per base, for bigWig tracks.
+
+        ISM: minus the mean effect of the three substitutions (what the reference base adds over the average
+        alternative; NaN at an N, which has no reference base: a bigWig writer leaves it out). Gradient methods:
+        the sum over the four bases (with the zero baseline, the own base's entry)."""
+        if self.method != "ism":
+            return self.maps.sum(axis=-1, dtype=np.float32)
+        own = (self.tokens < 4)[:, None, None, :]                              # [N, 1, 1, W]
+        with np.errstate(invalid="ignore"):
+            value = -self.maps.sum(axis=-1, dtype=np.float64) / 3.0            # own entry is exactly 0
+        return np.where(own, value, np.nan).astype(np.float32)
+
+
 # ---- request checks ------------------------------------------------------------------------------------
 
 def check_method(method: Any, field: str = "method") -> str:

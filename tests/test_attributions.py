@@ -186,6 +186,27 @@ def test_a_failing_backend_call_stops_the_remaining_chunks():
     assert backend.calls <= 4                                                         # of 66 chunks
 
 
+def test_per_base_values_and_one_sequences_arrays():
+    from service.attributions import Attribution
+    maps = np.zeros((1, 1, 2, 3, 4), np.float32)                                     # N=1, K=1, P=2, W=3
+    maps[0, 0, 0, 0] = [0.0, 0.3, -0.6, 0.9]                                          # own base A
+    maps[0, 0, 0, 1] = [1.0, 2.0, 3.0, 4.0]                                           # an N: no own base
+    maps[0, 0, 1, 2] = [-1.5, 0.0, 0.0, 0.0]                                          # own base C
+    result = Attribution("ism", ("logit", "logit_tech"), 10, 13, maps, np.array([[[0.5, -0.5]]], np.float32),
+                         np.array([[0, 4, 1]], np.uint8))
+    values = result.per_base()
+    assert values.shape == (1, 1, 2, 3)
+    np.testing.assert_allclose(values[0, 0, 0, [0, 2]], [-0.2, 0.0], atol=1e-7)
+    assert np.isnan(values[0, 0, :, 1]).all()
+    np.testing.assert_allclose(values[0, 0, 1, 2], 0.5, atol=1e-7)
+    gradient = Attribution("gradient_x_input", result.parts, 10, 13, maps, result.score, result.tokens)
+    np.testing.assert_allclose(gradient.per_base()[0, 0, 0], [0.6, 10.0, 0.0], atol=1e-6)
+    one = result.for_sequence(0)
+    assert set(one) == {"score", "maps"} and set(one["maps"]) == {"logit", "logit_tech"}
+    np.testing.assert_array_equal(one["maps"]["logit_tech"], maps[0, :, 1])
+    assert one["score"]["logit_tech"].tolist() == [-0.5]
+
+
 # ---- gradient methods -------------------------------------------------------------------------------------
 
 def test_projection_puts_half_of_each_dinucleotide_on_each_base():
@@ -272,6 +293,9 @@ def test_integrated_gradients_are_complete(bundled, gradients):
     assert np.abs(delta).max() > 0.1
     assert np.abs(total - delta).max() <= 0.10 * np.abs(delta).max()
     np.testing.assert_allclose(result.details["completeness_gap"], total - delta, atol=1e-4)
+    one = result.for_sequence(0)
+    assert set(one) == {"score", "maps", "baseline_score", "completeness_gap"}
+    assert one["completeness_gap"]["logit_bio"].shape == (len(CONDITIONS),)
 
 
 def test_gradient_strand_average_is_the_mean_of_both_strands_maps(bundled, gradients):
