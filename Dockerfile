@@ -39,6 +39,7 @@ COPY pyproject.toml ./
 COPY mfd_common/ mfd_common/
 COPY training/ training/
 COPY service/ service/
+COPY mfd/ mfd/
 # The project pins its own dependencies in pyproject.toml (DL3013 does not see those pins); torch==2.13.0 is
 # already satisfied by the CPU build above. torch's C++ headers and test data (~145 MB) are not needed to serve.
 # hadolint ignore=DL3013

@@ -48,7 +48,8 @@ def hadolint(path: Path) -> list[dict]:
     return json.loads(result.stdout or "[]")
 
 
-@pytest.mark.parametrize("path", [DOCKERFILE, REPO_ROOT / "docker" / "model.Dockerfile"], ids=["service", "model"])
+@pytest.mark.parametrize("path", [DOCKERFILE, REPO_ROOT / "docker" / "model.Dockerfile",
+                                  REPO_ROOT / "docker" / "models.Dockerfile"], ids=["service", "model", "models"])
 def test_hadolint_finds_nothing(path):
     assert hadolint(path) == []
 
@@ -59,6 +60,10 @@ def test_model_image_runs_as_a_numeric_non_root_user_and_keeps_versions_apart():
     assert user.split(":")[0].isdigit() and int(user.split(":")[0]) > 0
     [copy] = [a for k, a in model if k == "COPY"]
     assert copy.split()[1] == "/model/${MODEL_VERSION}/"  # the loader Job publishes /model/<version>/
+    several = instructions((REPO_ROOT / "docker" / "models.Dockerfile").read_text())
+    [copy] = [a for k, a in several if k == "COPY"]
+    assert copy.split() == ["models/", "/model/"]  # /model/<name>/<version>/ (docs/multi-model.md)
+    assert [a for k, a in several if k == "USER"] == [user]
 
 
 def test_hadolint_really_lints(tmp_path):
@@ -134,7 +139,7 @@ def test_dockerignore_is_an_allow_list():
              if ln.strip() and not ln.startswith("#")]
     assert lines[0] == "*"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    assert allowed == {"pyproject.toml", "mfd_common", "training", "service", "model_repository", "docker/wheels"}
+    assert allowed == {"pyproject.toml", "mfd_common", "training", "service", "mfd", "model_repository", "docker/wheels"}
     copied = {a.split()[0].rstrip("/") for k, a in instructions(DOCKERFILE.read_text()) if k == "COPY"
               and not a.startswith("--from")}
     copied |= {a.split()[1].rstrip("/") for k, a in instructions(DOCKERFILE.read_text()) if k == "COPY"

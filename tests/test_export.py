@@ -286,3 +286,26 @@ def test_export_warns_when_the_triton_release_carries_an_older_libtorch(tiny_che
         export_repository(tiny_checkpoint, tmp_path / "repo", triton_tag="25.10", parity_windows=1)
     card = ModelCard.load(tmp_path / "repo" / CARD_FILENAME)
     assert card.versions["torch"] == torch.__version__.split("+")[0]  # the exporting torch, in the card
+
+
+def test_cli_name_exports_into_a_folder_of_models(tiny_checkpoint, tmp_path, capsys):
+    """`--name` writes <out>/<NAME>/ (a complete single-model repository) and the folder becomes a multi-model
+    repository; without --name nothing changes (test above); bad names and a single-model --out exit 2."""
+    from mfd_common.model_store import open_store
+    from training.export import main
+
+    models = tmp_path / "models"
+    for name in ("tiny-a", "tiny.b"):
+        assert main([str(tiny_checkpoint), "--out", str(models), "--name", name]) == 0
+    store = open_store(models)
+    assert store.layout == "multi" and store.names == ["tiny-a", "tiny.b"] and store.default is None
+    for path in store.models.values():
+        assert set(triton_config.validate_repository(path)) == {TRUNK_MODEL, HEAD_MODEL}
+    assert not list(models.glob(".export-*")) and not list(models.glob("*/.export-*"))
+    capsys.readouterr()
+    assert main([str(tiny_checkpoint), "--out", str(models), "--name", "Tiny A"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--name 'Tiny A' is not valid" in err
+    assert main([str(tiny_checkpoint), "--out", str(models / "tiny-a"), "--name", "nested"]) == 2
+    assert "is a single-model repository" in capsys.readouterr().err
+    assert sorted(p.name for p in models.iterdir()) == ["tiny-a", "tiny.b"]

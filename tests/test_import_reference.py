@@ -135,7 +135,7 @@ def test_served_track_ids_give_eager_logits(reference: ReferenceFixture, tmp_pat
     """The real CLI writes the repository; a real `bentoml serve` answers with the eager model's logits."""
     out = tmp_path / "served"
     result = subprocess.run([sys.executable, "-m", "training.import_reference", str(reference.checkpoint),
-                             "--mapping", str(reference.mapping), "--out", str(out), "--name", "their-model"],
+                             "--mapping", str(reference.mapping), "--out", str(out)],
                             cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -291,3 +291,34 @@ def test_pandas1_fixture_really_uses_the_old_layout(reference: ReferenceFixture,
     old, new = pickle.dumps(Pandas1Frame(reference.df), protocol=2), pickle.dumps(reference.df, protocol=2)
     assert b"_unpickle_block" not in old and b"BlockManager" in old
     assert b"_unpickle_block" in new
+
+
+def test_cli_name_writes_one_model_of_a_multi_model_repository(reference: ReferenceFixture, tmp_path: Path,
+                                                              capsys):
+    """`--name` puts the import at <out>/<NAME>/ beside the models already there (the bundled demo here)."""
+    import shutil
+
+    from mfd_common.model_store import open_store
+    from training.import_reference import main
+
+    models = tmp_path / "models"
+    shutil.copytree(REPO_ROOT / "model_repository", models / "demo")
+    assert main([str(reference.checkpoint), "--mapping", str(reference.mapping), "--out", str(models),
+                 "--name", "their-model"]) == 0
+    store = open_store(models, default="demo")
+    assert store.names == ["demo", "their-model"] and store.layout == "multi"
+    theirs, demo = (ModelCard.load(store.path(n) / "model_card.json") for n in ("their-model", "demo"))
+    assert theirs.model_name == "their-model"
+    assert [t.id for t in theirs.tracks] == list(reference.df.index)
+    assert not {t.id for t in theirs.tracks} & {t.id for t in demo.tracks}
+    # A bad name, or a --out that is itself one model's repository: exit 2, one line, nothing written.
+    capsys.readouterr()
+    assert main([str(reference.checkpoint), "--mapping", str(reference.mapping), "--out", str(models),
+                 "--name", "Their Model"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--name 'Their Model' is not valid" in err
+    assert main([str(reference.checkpoint), "--mapping", str(reference.mapping), "--out", str(models / "demo"),
+                 "--name", "x"]) == 2
+    assert "is a single-model repository" in capsys.readouterr().err
+    assert sorted(p.name for p in models.iterdir()) == ["demo", "their-model"]
+    assert not (models / "demo" / "x").exists()

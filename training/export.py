@@ -1,6 +1,7 @@
 """Checkpoint → Triton model repository (TorchScript, parity-checked against eager).
 
     python -m training.export CKPT --out model_repository/ [--reverse-complement-average] [--max-batch-size 256]
+    python -m training.export CKPT --out models/ --name grch38     # into a folder of models: models/grch38/
 
 writes
 
@@ -15,6 +16,9 @@ writes
 Both TorchScript files are reloaded from disk after writing and compared with the eager model on seeded random
 inputs; any mismatch beyond tolerance raises `ExportParityError` and nothing is left in the output directory.
 Other files already in `out_dir` (a README, say) are kept; the two model folders and the card are replaced.
+With `--name NAME` the repository is written to `<out>/<NAME>/`, one model of a multi-model repository
+(mfd_common.model_store: NAME must obey its name rule; `--out` must not itself be a single-model repository);
+the card keeps the checkpoint's `model_name`, the folder name is the name the service routes by.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from torch import nn
 
 from mfd_common.card import CARD_FILENAME, HEAD_MODEL, TRUNK_MODEL, ModelCard, sha256_file, verify_checksums
 from mfd_common import serving, triton_compat
+from mfd_common.model_store import ModelStoreError, named_model_dir
 from mfd_common.tokens import reverse_complement
 
 from . import triton_config
@@ -305,9 +310,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--triton-tag", default=None,
                         help="NGC tritonserver release to check the exporting torch against (default: the tag in "
                              "k8s/components/triton/kustomization.yaml)")
+    parser.add_argument("--name", default=None,
+                        help="write into the multi-model repository --out as model NAME (<out>/<NAME>/)")
     args = parser.parse_args(argv)
     try:
-        out = export_repository(args.checkpoint, args.out, reverse_complement_average=args.reverse_complement_average,
+        out_dir = named_model_dir(args.out, args.name) if args.name is not None else args.out
+    except (ModelStoreError, ValueError) as err:
+        print(f"export: {err}", file=sys.stderr)
+        return 2
+    try:
+        out = export_repository(args.checkpoint, out_dir, reverse_complement_average=args.reverse_complement_average,
                                 max_batch_size=args.max_batch_size, head_max_batch_size=args.head_max_batch_size,
                                 preferred_batch_sizes=args.preferred_batch_sizes,
                                 max_queue_delay_us=args.max_queue_delay_us,

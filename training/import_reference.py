@@ -2,6 +2,8 @@
 
     python -m training.import_reference CHECKPOINT.ckpt --mapping MAPPING.yaml --out DIR [--name NAME]
 
+(with --name the model is written to DIR/NAME/, one model of a multi-model repository, mfd_common.model_store)
+
     CHECKPOINT.ckpt ──safe read──► state_dict, hparams, df_raw (track ids = its index, raw metadata)
     MAPPING.yaml ──► variables + groups ──fit on df_raw──► MetadataCodec ──verified against the state dict's
                                                                            per-column `var_vals` buffers
@@ -29,6 +31,7 @@ import torch
 
 from mfd_common.card import CARD_FILENAME, ModelCard, Track, sha256_file
 from mfd_common.codec import GROUPS, MetadataCodec, MetadataError
+from mfd_common.model_store import ModelStoreError, named_model_dir
 
 from .checkpoint import save_checkpoint
 from .export import ExportError, export_repository
@@ -192,11 +195,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.import_reference", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="Lightning .ckpt written by the authors' code (IEAquaticDilated)")
     parser.add_argument("--mapping", type=Path, required=True, help="the metadata mapping YAML it was trained with")
-    parser.add_argument("--out", type=Path, required=True, help="model repository to write (must not exist or be empty)")
-    parser.add_argument("--name", help="model name in the card (default: the checkpoint's file name)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="model repository to write (must not exist or be empty); with --name, the folder of "
+                             "models to write <out>/<NAME>/ into")
+    parser.add_argument("--name", help="the model's name (mfd_common.model_store rule): written to <out>/<NAME>/ "
+                                       "with NAME in the card (default: --out itself, named by the checkpoint's file)")
     args = parser.parse_args(argv)
     try:
-        out = import_reference(args.checkpoint, args.mapping, args.out, name=args.name)
+        out_dir = named_model_dir(args.out, args.name) if args.name is not None else args.out
+    except (ModelStoreError, ValueError) as err:
+        print(f"import_reference: {err}", file=sys.stderr)
+        return 2
+    try:
+        out = import_reference(args.checkpoint, args.mapping, out_dir, name=args.name)
     except ReferenceImportError as err:
         print(f"import failed: {err}", file=sys.stderr)
         return 1

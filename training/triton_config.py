@@ -22,7 +22,8 @@ TorchScript, Triton's libtorch backend and the Python-backend test server all gi
 `reshape` stanza; consumers take `bias[:, 0]` (or `reshape(-1)`).
 
 CLI: `python -m training.triton_config model_repository/` checks every `*/config.pbtxt` under a repository
-against its `model_card.json` and exits non-zero on the first problem.
+against its `model_card.json` and exits non-zero on the first problem; given a folder of models
+(mfd_common.model_store), it checks each model.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from mfd_common.card import CARD_FILENAME, HEAD_MODEL, TRUNK_MODEL, ModelCard
+from mfd_common.model_store import ModelStoreError, open_store
 from mfd_common.serving import PARAM_MODEL_SHA256, model_file_key, served_tensors
 
 MODEL_FILENAME = "model.pt"
@@ -287,14 +289,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", choices=[LIBTORCH_BACKEND, PYTHON_BACKEND, "any"], default=LIBTORCH_BACKEND)
     args = parser.parse_args(argv)
     status = 0
-    for repository in args.repository:
-        try:
-            configs = validate_repository(repository, backend=None if args.backend == "any" else args.backend)
-        except TritonConfigError as err:
-            print(f"FAIL {err}", file=sys.stderr)
-            status = 1
-        else:
-            print(f"ok   {repository}: {', '.join(sorted(configs))}")
+    for given in args.repository:
+        try:  # a folder of models (mfd_common.model_store) is checked model by model
+            repositories = list(open_store(given).models.values())
+        except ModelStoreError:
+            repositories = [given]  # validate_repository names what is missing
+        for repository in repositories:
+            try:
+                configs = validate_repository(repository, backend=None if args.backend == "any" else args.backend)
+            except TritonConfigError as err:
+                print(f"FAIL {err}", file=sys.stderr)
+                status = 1
+            else:
+                print(f"ok   {repository}: {', '.join(sorted(configs))}")
     return status
 
 
