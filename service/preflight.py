@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
+from mfd_common.model_store import ModelStoreError
+
 from .repository import RepositoryError, load_repository
 from .settings import Settings, SettingsError
 
@@ -34,20 +36,40 @@ class StartupError(RuntimeError):
 
 
 def check(settings: Settings) -> None:
-    """Raise StartupError when `settings` cannot serve: repository (and, embedded, its weights) or FASTA."""
+    """Raise StartupError when `settings` cannot serve: the repository's layout and names, each model (and,
+    embedded, its weights) or a FASTA (MFD_FASTA, MFD_FASTA_<NAME>)."""
+    from .core.models import FASTA_PREFIX, model_fasta, open_models
+
     try:
-        load_repository(settings.model_repository, require_models=settings.backend == "embedded")
-    except RepositoryError as exc:
+        store = open_models(settings)
+    except ModelStoreError as exc:
         raise StartupError(f"MFD_MODEL_REPOSITORY: {exc}") from None
+    except ValueError as exc:  # two models sharing one MFD_FASTA_<NAME> variable
+        raise StartupError(f"{FASTA_PREFIX}_<NAME>: {exc}") from None
     except OSError as exc:
         raise StartupError(f"MFD_MODEL_REPOSITORY: cannot read {settings.model_repository}: {exc}") from None
-    if settings.fasta is not None:
+    for name, path in store.models.items():
+        try:
+            load_repository(path, require_models=settings.backend == "embedded")
+        except RepositoryError as exc:
+            raise StartupError(f"MFD_MODEL_REPOSITORY: {exc}") from None
+        except OSError as exc:
+            raise StartupError(f"MFD_MODEL_REPOSITORY: cannot read {path}: {exc}") from None
+    fastas = {name: model_fasta(settings, store, name) for name in store.names}
+    if settings.fasta is not None and store.default is None:
+        fastas[""] = settings.fasta  # not used by any model, but a set variable that names no file is a mistake
+    for name, fasta in fastas.items():
+        if fasta is None:
+            continue
+        from mfd_common.model_store import model_env_var
+
         from .core.genome import Genome
 
+        variable = "MFD_FASTA" if fasta == settings.fasta else model_env_var(FASTA_PREFIX, name)
         try:
-            Genome(settings.fasta).close()
+            Genome(fasta).close()
         except Exception as exc:  # noqa: BLE001 - pyfaidx raises many kinds; every one is a bad MFD_FASTA
-            raise StartupError(f"MFD_FASTA: cannot read {settings.fasta} as an indexed FASTA: "
+            raise StartupError(f"{variable}: cannot read {fasta} as an indexed FASTA: "
                                f"{type(exc).__name__}: {exc}") from None
 
 

@@ -4,7 +4,8 @@ MFD_GRPC_PORT).
 BentoML runs the process: workers, start-up/shutdown hooks, /livez, /readyz (our `__is_ready__`) and
 /metrics. The HTTP API itself is the FastAPI app in `http_api.py`, mounted with the public
 `@bentoml.asgi_app`; the gRPC servers (`grpc_server.py`) run in the same event loop. Both transports call one
-Engine through one Admission (auth, in-flight limit, metrics, failure table).
+Engine per model (service.core.models: one model, or every model of a folder of models) through one Admission
+(auth, in-flight limit, metrics, failure table).
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ import bentoml
 from . import preflight
 from .api.admission import Admission
 from .api.http_api import FrontDoor, app, attach
-from .core.engine import Engine
-from .metrics import get_metrics
+from .core.models import ModelRegistry
+from .metrics import create_model_series, get_metrics
 
 logger = logging.getLogger("mfd.service")
 # Checked in BentoML's main process before any worker starts: a bad start-up ends it with one line, exit 2.
@@ -52,21 +53,29 @@ def _cannot_start(exc: Exception) -> None:
 class MFDService:
     def __init__(self) -> None:
         self.settings = SETTINGS
-        get_metrics()  # create our series now, after BentoML set up multiprocess metrics in this worker
+        metrics = get_metrics()  # create our series now, after BentoML set up multiprocess metrics in this worker
         try:
-            self.engine = Engine(self.settings)
+            self.models = ModelRegistry(self.settings)
         except Exception as exc:  # noqa: BLE001 - any failure here ends the server, see _cannot_start
             _cannot_start(exc)
+        self.engine = self.models.any  # the default model (or the first): what model-independent pages show
+        for name, engine in self.models.engines.items():
+            create_model_series(metrics, name, engine.backend.name)
         self.admission = Admission(self.settings, self.engine.backend.name)
         self.grpc_server: t.Any = None
-        attach(self.engine, self.admission)
+        attach(self.models, self.admission)
 
     @bentoml.on_startup
     async def _start(self) -> None:
         try:
-            await self.engine.start()
+            await self.models.start()
         except Exception as exc:  # noqa: BLE001 - any failure here ends the server, see _cannot_start
             _cannot_start(exc)
+        metrics = get_metrics()
+        for name, engine in self.models.engines.items():
+            memory = engine.backend.memory_bytes()
+            if memory is not None:
+                metrics.model_memory.labels(name).set(memory)
         # Everything loaded so far (torch, the model, BentoML) lives as long as the process: move it out of the
         # cyclic GC's reach, so full collections under load scan only request garbage (shorter pauses).
         gc.collect()
@@ -74,20 +83,21 @@ class MFDService:
         if self.settings.grpc_port:
             from .api.grpc_server import start_grpc_server
 
-            self.grpc_server = await start_grpc_server(self.engine, self.admission, self.settings.grpc_host,
+            self.grpc_server = await start_grpc_server(self.models, self.admission, self.settings.grpc_host,
                                                        self.settings.grpc_port)
-        logger.info("mfd service ready: model %s, backend %s", self.engine.card.model_name, self.engine.backend.name)
+        logger.info("mfd service ready: models %s (default %s), backend %s", ", ".join(self.models.names),
+                    self.models.store.default, self.engine.backend.name)
 
     @bentoml.on_shutdown
     async def _stop(self) -> None:
         if self.grpc_server is not None:
             # As long as HTTP's drain: in-flight RPCs get the request deadline to finish (returns at once when idle).
             await self.grpc_server.stop(grace=self.settings.request_timeout_s)
-        await self.engine.close()
+        await self.models.close()
 
     async def __is_ready__(self) -> bool:
-        """/readyz: false while the backend cannot serve (Triton down), so Kubernetes stops routing here."""
-        return await self.engine.backend.ready()
+        """/readyz: false while a model's backend cannot serve (Triton down), so Kubernetes stops routing here."""
+        return await self.models.ready()
 
 
 MFDService.add_asgi_middleware(FrontDoor)

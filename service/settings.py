@@ -32,7 +32,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MFD_", frozen=True, extra="ignore", case_sensitive=False)
 
-    model_repository: Path = BUNDLED_REPOSITORY
+    model_repository: Path = BUNDLED_REPOSITORY          # one model, or a folder of models (docs/multi-model.md)
+    default_model: Optional[str] = None                  # with several models: the one a request naming none gets
     backend: Literal["embedded", "triton"] = "embedded"
     triton_url: str = "localhost:8001"                   # host:port[,host:port…]; a scheme is stripped
     triton_protocol: Literal["grpc", "http"] = "grpc"
@@ -79,7 +80,7 @@ class Settings(BaseSettings):
                 value = value[len(scheme):]
         return value.rstrip("/")
 
-    @field_validator("auth_token", "fasta", mode="before")
+    @field_validator("auth_token", "fasta", "default_model", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

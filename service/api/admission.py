@@ -4,7 +4,9 @@ failure table.
 - Bearer-token auth (MFD_AUTH_TOKEN), checked before a body is read; probes and /metrics never come here.
 - Admission: at most MFD_MAX_INFLIGHT scoring calls (both transports together) run at once; the rest are
   refused at once (503 / UNAVAILABLE) before any work starts, so nothing is half-done and clients retry.
-- Metrics: in-flight gauge, latency histogram and error counter per endpoint (names are a monitoring contract).
+- Metrics: in-flight gauge, latency histogram and error counter per endpoint and model (names are a monitoring
+  contract). The model is known only once the handler has routed the request: it tells its `Call`
+  (`call.route_to(name)`); until then, and for requests that never name a served model, `model=""`.
 - Failures: whatever a handler raises leaves as a RequestError (`errors.as_request_error`), counted once and
   logged when it is ours, so each transport only maps RequestError → its status codes.
 
@@ -40,6 +42,25 @@ def token_ok(expected: str | None, header: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), expected.encode())
 
 
+class Call:
+    """One admitted call: which model its metrics are labelled with (see `Admission.call`)."""
+
+    def __init__(self, endpoint: str, gauge_of):
+        self.endpoint = endpoint
+        self.model = ""
+        self._gauge_of = gauge_of
+        self.gauge = gauge_of("")
+
+    def route_to(self, model: str) -> None:
+        """The request was routed to served model `model`: its in-flight count and later series carry it."""
+        if model == self.model:
+            return
+        self.gauge.dec()
+        self.model = model
+        self.gauge = self._gauge_of(model)
+        self.gauge.inc()
+
+
 class Admission:
     def __init__(self, settings: Settings, backend: str):
         self.settings = settings
@@ -48,24 +69,25 @@ class Admission:
         self.inflight = 0
 
     @asynccontextmanager
-    async def call(self, endpoint: str, authorization: str | None, *, scoring: bool = True) -> AsyncIterator[None]:
-        """Authorize and admit one call; the body runs the handler. Raises RequestError for every failure."""
+    async def call(self, endpoint: str, authorization: str | None, *, scoring: bool = True) -> AsyncIterator[Call]:
+        """Authorize and admit one call; the body runs the handler (and routes the `Call` it gets to its model).
+        Raises RequestError for every failure."""
         metrics = get_metrics()
         if not token_ok(self.settings.auth_token, authorization):
-            metrics.errors.labels(endpoint, "unauthorized").inc()
+            metrics.errors.labels(endpoint, "unauthorized", "").inc()
             raise unauthorized()
         if scoring:
             if self.inflight >= self.limit:
-                metrics.errors.labels(endpoint, "overloaded").inc()
+                metrics.errors.labels(endpoint, "overloaded", "").inc()
                 raise overloaded(self.limit)
             self.inflight += 1
-        gauge = metrics.inflight.labels(endpoint)
-        gauge.inc()
+        call = Call(endpoint, lambda model: metrics.inflight.labels(endpoint, model))
+        call.gauge.inc()
         start = time.perf_counter()
         try:
-            yield
+            yield call
         except (asyncio.CancelledError, ClientGone):
-            metrics.errors.labels(endpoint, "cancelled").inc()
+            metrics.errors.labels(endpoint, "cancelled", call.model).inc()
             raise
         except Exception as exc:  # noqa: BLE001 - mapped once here for both transports
             error = as_request_error(exc)
@@ -73,10 +95,10 @@ class Admission:
                 logger.error("%s failed", endpoint, exc_info=exc)
             elif error.kind in ("backend_unavailable", "backend_timeout"):
                 logger.warning("%s: %s", endpoint, exc)
-            metrics.errors.labels(endpoint, error.kind).inc()
+            metrics.errors.labels(endpoint, error.kind, call.model).inc()
             raise error from None
         finally:
             if scoring:
                 self.inflight -= 1
-            gauge.dec()
-            metrics.request_latency.labels(endpoint, self.backend).observe(time.perf_counter() - start)
+            call.gauge.dec()
+            metrics.request_latency.labels(endpoint, self.backend, call.model).observe(time.perf_counter() - start)

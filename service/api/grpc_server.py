@@ -4,7 +4,10 @@
 BentoML 1.4's new service API has no gRPC, so a `grpc.aio` server runs inside the worker's event loop (started
 from the service's on_startup hook) and calls the same Engine as the HTTP API.
 
-Model `mfd` (MODEL_NAME), tensors decoded/encoded by `service.api.tensors` (binary, whole-array):
+Models: every served model by its name (GET /models; `/v2/models/<name>[/versions/<v>]`), and `mfd` (MODEL_NAME),
+the historical name, for the default model; versions "" or the model's KServe version (its trunk's numeric version
+folder, "1" as exported). An unknown model is NOT_FOUND listing the names. Tensors are decoded/encoded by
+`service.api.tensors` (binary, whole-array):
   inputs   TOKENS     UINT8 [N, L]  base codes A=0 C=1 G=2 T=3 N=4, L = seq_len   } exactly one of these
            SEQUENCES  BYTES [N]     DNA windows (A/C/G/T/N, exactly seq_len each) }
            CONDITIONS BYTES [K]     one JSON value per condition: "ENCFF001", {"track": …} or {"biosample": …}
@@ -34,11 +37,12 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from ..core.domain import Prediction
 from ..core.engine import Engine
+from ..core.models import ModelRegistry
 from ..core.scoring import QUANTITIES
 from ..errors import RequestError, deadline_exceeded
 from . import tensors
 from .admission import Admission
-from .json_api import JsonApi
+from .json_api import JsonApi, kserve_version
 from .proto import mfd_v1_pb2, mfd_v1_pb2_grpc
 from .schemas import PredictRequest
 
@@ -65,55 +69,75 @@ def error_text(error: RequestError, tensor_names: bool = True) -> str:
     return text
 
 
+def kserve_engine(models: ModelRegistry, name: str, version: str = "") -> Engine:
+    """The engine KServe model `name` (version `version`) means: a served model's name, or `mfd` for the default
+    model. RequestError 404 (NOT_FOUND) for an unknown name or version."""
+    if name == MODEL_NAME and MODEL_NAME not in models.engines and models.default is not None:
+        engine = models.default
+    elif name in models.engines:
+        engine = models.engines[name]
+    else:
+        known = models.names + ([MODEL_NAME] if models.default is not None else [])
+        raise RequestError("model_name", f"unknown model {name!r}; this server serves {', '.join(known)}", known,
+                           status=404, kind="not_found")
+    served = kserve_version(engine)
+    if version not in ("", served):
+        raise RequestError("model_version", f"model {name!r} has no version {version!r}", [served], status=404,
+                           kind="not_found")
+    return engine
+
+
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, engine: Engine, admission: Admission):
-        self.engine = engine
+    def __init__(self, models: ModelRegistry, admission: Admission):
+        self.models = models
         self.admission = admission
-        self.settings = engine.settings
+        self.settings = models.settings
 
     # ---- health & metadata -----------------------------------------------------------------------------
     async def ServerLive(self, request, context):
         return service_pb2.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return service_pb2.ServerReadyResponse(ready=await self.engine.backend.ready())
+        return service_pb2.ServerReadyResponse(ready=await self.models.ready())
 
     async def ModelReady(self, request, context):
-        ready = request.name == MODEL_NAME and request.version in ("", MODEL_VERSION)
-        return service_pb2.ModelReadyResponse(ready=ready and await self.engine.backend.ready())
+        try:
+            engine = kserve_engine(self.models, request.name, request.version)
+        except RequestError:
+            return service_pb2.ModelReadyResponse(ready=False)
+        return service_pb2.ModelReadyResponse(ready=await engine.backend.ready())
 
     async def ServerMetadata(self, request, context):
         return service_pb2.ServerMetadataResponse(name="mfd-serve", version="1", extensions=["mfd"])
 
     async def ModelMetadata(self, request, context):
-        if request.name != MODEL_NAME:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"model_name: unknown model {request.name!r} "
-                                f"(this server serves {MODEL_NAME!r})")
+        try:
+            engine = kserve_engine(self.models, request.name, request.version)
+        except RequestError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, error_text(exc))
         k = service_pb2.ModelMetadataResponse.TensorMetadata
         return service_pb2.ModelMetadataResponse(
-            name=MODEL_NAME, versions=[MODEL_VERSION], platform="mfd",
+            name=request.name, versions=[kserve_version(engine)], platform="mfd",
             inputs=[k(name="SEQUENCES", datatype="BYTES", shape=[-1]),
                     k(name="CONDITIONS", datatype="BYTES", shape=[-1]),
-                    k(name="TOKENS", datatype="UINT8", shape=[-1, self.engine.card.seq_len])],
+                    k(name="TOKENS", datatype="UINT8", shape=[-1, engine.card.seq_len])],
             outputs=[k(name=name, datatype="FP32", shape=[-1, -1]) for name in tensors.OUTPUT_OF])
 
     # ---- inference -----------------------------------------------------------------------------------
-    def _parse(self, request) -> tensors.InferInputs:
-        if request.model_name != MODEL_NAME:
-            raise RequestError("model_name", f"unknown model {request.model_name!r}", [MODEL_NAME])
-        if request.model_version not in ("", MODEL_VERSION):
-            raise RequestError("model_version", f"unknown version {request.model_version!r}", [MODEL_VERSION])
-        return tensors.decode_request(request, seq_len=self.engine.card.seq_len,
+    def _parse(self, request, engine: Engine) -> tensors.InferInputs:
+        return tensors.decode_request(request, seq_len=engine.card.seq_len,
                                       max_sequences=self.settings.max_sequences,
                                       max_conditions=self.settings.max_conditions)
 
     async def ModelInfer(self, request, context):
-        async def handle():
-            inputs = self._parse(request)
-            resolved = self.engine.resolve_conditions(inputs.conditions)
-            scores = await self.engine.score(inputs.tokens, resolved, inputs.options)
-            return tensors.encode_response(scores, inputs.outputs, model_name=MODEL_NAME,
-                                           model_version=MODEL_VERSION, request_id=request.id)
+        async def handle(call):
+            engine = kserve_engine(self.models, request.model_name, request.model_version)
+            call.route_to(engine.name)
+            inputs = self._parse(request, engine)
+            resolved = engine.resolve_conditions(inputs.conditions)
+            scores = await engine.score(inputs.tokens, resolved, inputs.options)
+            return tensors.encode_response(scores, inputs.outputs, model_name=request.model_name,
+                                           model_version=kserve_version(engine), request_id=request.id)
 
         return await guarded(self.admission, context, ENDPOINT, handle)
 
@@ -128,13 +152,13 @@ async def guarded(admission: Admission, context, endpoint: str, handle, *, tenso
     """One scoring RPC through the shared Admission; its RequestError becomes the matching gRPC status."""
     metadata = dict(context.invocation_metadata() or ())
     try:
-        async with admission.call(endpoint, metadata.get("authorization")):
+        async with admission.call(endpoint, metadata.get("authorization")) as call:
             # The server's own deadline, as BentoML's traffic timeout bounds HTTP: a call past it is cancelled
             # (its queued windows dropped by the batcher) and answered DEADLINE_EXCEEDED.
             timeout = admission.settings.request_timeout_s
             try:
                 async with asyncio.timeout(timeout) as deadline:
-                    return await handle()
+                    return await handle(call)
             except TimeoutError:
                 if deadline.expired():
                     raise deadline_exceeded(timeout) from None
@@ -183,11 +207,11 @@ def predict_message(prediction: Prediction, *, model: str, backend: str, return_
 
 
 class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
-    """`mfd.v1.Predictor`: the typed mirror of POST /predict."""
+    """`mfd.v1.Predictor`: the typed mirror of POST /predict; `model` routes as the JSON body's does."""
 
-    def __init__(self, engine: Engine, admission: Admission):
-        self.engine = engine
-        self.json = JsonApi(engine)
+    def __init__(self, models: ModelRegistry, admission: Admission):
+        self.models = models
+        self.apis = {name: JsonApi(engine) for name, engine in models.engines.items()}
         self.admission = admission
 
     @staticmethod
@@ -213,10 +237,13 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
         return data
 
     async def Predict(self, request, context):
-        async def handle():
-            parsed = self.json.parse(PredictRequest, self._request_dict(request))
-            prediction = await self.json.prediction(parsed)
-            return predict_message(prediction, model=self.engine.name, backend=self.engine.backend.name,
+        async def handle(call):
+            engine = self.models.get(request.model or None)
+            call.route_to(engine.name)
+            api = self.apis[engine.name]
+            parsed = api.parse(PredictRequest, self._request_dict(request))
+            prediction = await api.prediction(parsed)
+            return predict_message(prediction, model=engine.name, backend=engine.backend.name,
                                    return_features=parsed.return_features)
 
         # Field names as in the proto / HTTP API (`conditions[0].lab`), not KServe tensor names.
@@ -248,17 +275,18 @@ class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):
         return handler._replace(request_deserializer=None, unary_unary=decoded)
 
 
-async def start_grpc_server(engine: Engine, admission: Admission, host: str, port: int) -> grpc.aio.Server:
+async def start_grpc_server(models: ModelRegistry, admission: Admission, host: str, port: int) -> grpc.aio.Server:
     # SO_REUSEPORT only with several workers (they then share the port); otherwise a port already taken by
     # another process must fail loudly instead of silently splitting traffic with it.
-    server = grpc.aio.server(interceptors=[UndecodableIsInvalidArgument()], options=[("grpc.max_receive_message_length", engine.settings.max_body_bytes),
+    settings = models.settings
+    server = grpc.aio.server(interceptors=[UndecodableIsInvalidArgument()], options=[("grpc.max_receive_message_length", settings.max_body_bytes),
                                       ("grpc.max_send_message_length", 256 * 1024 * 1024),
-                                      ("grpc.so_reuseport", 1 if engine.settings.workers > 1 else 0)])
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(engine, admission), server)
-    mfd_v1_pb2_grpc.add_PredictorServicer_to_server(PredictorServicer(engine, admission), server)
+                                      ("grpc.so_reuseport", 1 if settings.workers > 1 else 0)])
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(models, admission), server)
+    mfd_v1_pb2_grpc.add_PredictorServicer_to_server(PredictorServicer(models, admission), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise RuntimeError(f"cannot bind the gRPC server to {host}:{port}")
     await server.start()
-    logger.info("KServe v2 gRPC server listening on %s:%d (model %r)", host, bound, MODEL_NAME)
+    logger.info("KServe v2 gRPC server listening on %s:%d (models %s)", host, bound, ", ".join(models.names))
     return server

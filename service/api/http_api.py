@@ -4,7 +4,9 @@ and probes.
 Routes (JSON in and out, strict RFC 8259 both ways):
   POST /predict            windows (sequences or FASTA intervals) × conditions → probability, logits
   POST /predict_variants   chrom/pos/ref/alt × conditions → alt − ref effects
-  GET  /metadata           vocabularies, numeric ranges, trained tracks, limits (POST also answers)
+  GET  /metadata           vocabularies, numeric ranges, trained tracks, limits (POST also answers);
+                           `?model=<name>` picks the model (default: the default model)
+  GET  /models             the served models: name, window, version, genome (docs/multi-model.md)
   GET  /docs.json, GET /   our OpenAPI document and Swagger UI on it (files from the swagger-ui-py wheel, served
                            under /docs-assets/: no CDN), whose worked examples run as written (docs_examples)
 
@@ -34,8 +36,8 @@ from ..errors import RequestError, internal
 from . import docs_examples, json_api, strict_json
 from .admission import Admission, ClientGone
 from .json_api import JsonApi
-from .schemas import (ErrorResponse, MetadataResponse, PredictRequest, PredictResponse, VariantRequest,
-                      VariantResponse)
+from .schemas import (ErrorResponse, MetadataResponse, ModelsResponse, PredictRequest, PredictResponse,
+                      VariantRequest, VariantResponse)
 
 TITLE = "MFD: Metadata-guided Feature Disentanglement"
 DESCRIPTION = """\
@@ -198,13 +200,22 @@ async def until_disconnected(request: Request, work: Awaitable[Any]) -> Any:
 Handler = Callable[[Any], Awaitable[dict[str, Any]]]
 
 
+def route(state: Any, data: Any, call: Any) -> JsonApi:
+    """The JSON door of the model a decoded body names (`"model"`, default: the default model); the admitted
+    `call` is labelled with it. RequestError 404 for an unknown name (service.core.models)."""
+    engine = state.models.get(data.get("model") if isinstance(data, dict) else None)
+    call.route_to(engine.name)
+    return state.apis[engine.name]
+
+
 async def _score(request: Request, endpoint: str, model: type, run: Callable[[JsonApi], Handler],
                  serialise: Callable[[Any], bytes] = strict_json.dumps) -> Response:
     state = request.app.state
-    async with state.admission.call(endpoint, request.headers.get("authorization")):
+    async with state.admission.call(endpoint, request.headers.get("authorization")) as call:
         body = await read_body(request, state.settings.max_body_bytes)
-        api: JsonApi = state.json
-        parsed = api.parse(model, strict_json.loads(body))
+        data = strict_json.loads(body)
+        api = route(state, data, call)
+        parsed = api.parse(model, data)
         result = await until_disconnected(request, run(api)(parsed))
         return Response(serialise(result), media_type="application/json")
 
@@ -228,11 +239,23 @@ async def predict_variants(request: Request) -> Response:
 
 @app.api_route("/metadata", methods=["GET", "POST"], summary="Model metadata", response_model=None,
                responses={200: {"model": MetadataResponse}, **_errors(401)})
-async def metadata(request: Request) -> Response:
-    """Metadata variables (allowed values, numeric ranges), trained tracks, window length and limits."""
+async def metadata(request: Request, model: str | None = None) -> Response:
+    """Metadata variables (allowed values, numeric ranges), trained tracks, window length and limits of one model
+    (`?model=<name>`; default: the default model)."""
     state = request.app.state
-    async with state.admission.call("metadata", request.headers.get("authorization"), scoring=False):
-        return Response(strict_json.dumps(state.json.metadata()), media_type="application/json")
+    async with state.admission.call("metadata", request.headers.get("authorization"), scoring=False) as call:
+        engine = state.models.get(model)
+        call.route_to(engine.name)
+        return Response(strict_json.dumps(state.apis[engine.name].metadata()), media_type="application/json")
+
+
+@app.get("/models", summary="The served models", response_model=None,
+         responses={200: {"model": ModelsResponse}, **_errors(401)})
+async def models(request: Request) -> Response:
+    """Every model this deployment serves: its name (what `model` takes), window length, version and genome."""
+    state = request.app.state
+    async with state.admission.call("models", request.headers.get("authorization"), scoring=False):
+        return Response(strict_json.dumps(json_api.models_payload(state.models)), media_type="application/json")
 
 
 @app.get("/docs.json", include_in_schema=False)
@@ -301,10 +324,13 @@ def _json_errors(send: Any) -> Any:
     return wrapped
 
 
-def attach(engine: Any, admission: Admission) -> None:
-    """Give the app this worker's engine and admission (called from the BentoML service's constructor)."""
-    app.state.engine = engine
-    app.state.json = JsonApi(engine)
-    app.state.settings = engine.settings
+def attach(models: Any, admission: Admission) -> None:
+    """Give the app this worker's models (service.core.models.ModelRegistry) and admission (called from the
+    BentoML service's constructor). `engine` / `json` are the default model's (or the first's): the docs page."""
+    app.state.models = models
+    app.state.apis = {name: JsonApi(engine) for name, engine in models.engines.items()}
+    app.state.engine = models.any
+    app.state.json = app.state.apis[models.any.name]
+    app.state.settings = models.settings
     app.state.admission = admission
     app.openapi_schema = None

@@ -7,6 +7,7 @@ arrays: one `tolist()` per array, then comprehensions that zip rows with per-con
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -101,7 +102,7 @@ def metadata_payload(engine: Engine) -> dict[str, Any]:
             entry["min"], entry["max"] = numeric_range(v.mean, v.std)
         variables.append(entry)
     return {
-        "model": card.model_name, "seq_len": card.seq_len, "d_tech": card.d_tech,
+        "model": engine.name, "seq_len": card.seq_len, "d_tech": card.d_tech,
         "bias_rule": card.bias_rule, "bias_rule_description": BIAS_RULE_DOCS.get(card.bias_rule, ""),
         "unspecified": codec.unspecified,
         "d_bio": card.d_bio, "reverse_complement_average": card.reverse_complement_average,
@@ -111,6 +112,38 @@ def metadata_payload(engine: Engine) -> dict[str, Any]:
         "variables": variables,
         "tracks": [{"id": t.id, "metadata": t.metadata} for t in card.tracks],
     }
+
+
+def kserve_version(engine: Engine) -> str:
+    """The version KServe v2 requests may name: the trunk's numeric version folder (Triton's), "1" when the
+    weights are not here (Triton backend without a local copy)."""
+    version = getattr(engine, "_kserve_version", None)
+    if version is None:  # looked up once per engine: the folder does not change while serving
+        try:
+            version = engine.repository.trunk_path.parent.name
+        except Exception:  # noqa: BLE001 - RepositoryError / OSError: no local version folder
+            version = "1"
+        engine._kserve_version = version
+    return version
+
+
+def models_payload(models: Any) -> dict[str, Any]:
+    """GET /models: every served model with its window, version and genome (schemas.ModelsResponse)."""
+    from .http_api import model_version  # the OpenAPI document's version id, computed one way
+
+    entries = []
+    for name, engine in models.engines.items():
+        card = engine.card
+        genome = None
+        if engine.genome is not None:
+            genome = {"fasta": Path(engine.settings.fasta).name, "sequences": len(engine.genome.lengths),
+                      "variable": "MFD_FASTA" if engine.settings.fasta == models.settings.fasta
+                      else engine.genome_variable}
+        entries.append({"name": name, "default": name == models.store.default, "card_model_name": card.model_name,
+                        "version": model_version(card.checksums), "kserve_version": kserve_version(engine),
+                        "seq_len": card.seq_len, "d_tech": card.d_tech, "d_bio": card.d_bio,
+                        "tracks": len(card.tracks), "backend": engine.backend.name, "genome": genome})
+    return {"default": models.store.default, "models": entries}
 
 
 class JsonApi:

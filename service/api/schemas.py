@@ -109,9 +109,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+MODEL_DOC = ("The model to score with (GET /models lists them); without it the deployment's default model answers. "
+             "An unknown name is a 404 listing the served names.")
+
+
 class _Scoring(_Strict):
     """A scoring request: its windows (sequences, intervals or variants) and conditions count against this server's
-    limits (the context's max_sequences / max_conditions), checked before the items themselves."""
+    limits (the context's max_sequences / max_conditions), checked before the items themselves. `model` picks the
+    engine (service.core.models) before the body is validated against that model."""
+
+    model: Optional[str] = Field(None, description=MODEL_DOC, examples=["mfd-demo"])
 
     @field_validator("sequences", "intervals", "variants", mode="before", check_fields=False)
     @classmethod
@@ -332,6 +339,26 @@ class MetadataResponse(BaseModel):
     limits: dict[str, int]
     variables: list[VariableOut]
     tracks: list[TrackOut]
+
+
+class ModelOut(BaseModel):
+    name: str = Field(description="The name requests route by (`model`, `/v2/models/<name>`).")
+    default: bool = Field(description="Whether requests that name no model get this one.")
+    card_model_name: str = Field(description="The `model_name` in the model's card.")
+    version: str = Field(description="First 12 hex digits of the trunk's sha256: which weights are served.")
+    kserve_version: str = Field(description="The version KServe v2 requests may name (`/versions/<v>`).")
+    seq_len: int
+    d_tech: int
+    d_bio: int
+    tracks: int = Field(description="Number of trained tracks.")
+    backend: str
+    genome: Optional[dict[str, Any]] = Field(None, description="The model's reference genome: the FASTA file's "
+                                             "name, its variable and its number of sequences (null: none).")
+
+
+class ModelsResponse(BaseModel):
+    default: Optional[str] = Field(None, description="The default model (null: requests must name one).")
+    models: list[ModelOut]
 
 
 class ErrorDetail(BaseModel):

@@ -47,6 +47,10 @@ class Backend(abc.ABC):
     async def ready(self) -> bool:
         return True
 
+    def memory_bytes(self) -> int | None:
+        """Bytes this process holds for the model's parameters and buffers (None: held elsewhere, e.g. Triton)."""
+        return None
+
     @abc.abstractmethod
     async def features(self, tokens: np.ndarray) -> np.ndarray:
         """uint8 tokens [N, L] → float32 features [N, D_tech + D_bio] (technical first, batch-normalised)."""

@@ -76,6 +76,13 @@ class EmbeddedBackend(Backend):
     async def ready(self) -> bool:
         return self._trunk is not None and self._head is not None
 
+    def memory_bytes(self) -> int | None:
+        """Parameter + buffer bytes of the loaded trunk and head (the `mfd_model_memory_bytes` gauge)."""
+        if self._trunk is None or self._head is None:
+            return None
+        return sum(t.numel() * t.element_size() for module in (self._trunk, self._head)
+                   for t in [*module.parameters(), *module.buffers()])
+
     def _autocast(self):
         if self.dtype == torch.float32:
             return contextlib.nullcontext()

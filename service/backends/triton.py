@@ -92,9 +92,12 @@ def served_model_problems(model: str, config: dict, repository: ModelRepository)
 class TritonBackend(Backend):
     name = "triton"
 
-    def __init__(self, settings: Settings, repository: ModelRepository):
+    def __init__(self, settings: Settings, repository: ModelRepository, names: dict[str, str] | None = None):
         self.settings = settings
         self.repository = repository
+        # part (mfd_trunk / mfd_head) → the Triton model serving it: `<name>__mfd_trunk` for a model of a folder
+        # of models (mfd_common.triton_repository), the part's own name for a single-model repository.
+        self.names = {TRUNK_MODEL: TRUNK_MODEL, HEAD_MODEL: HEAD_MODEL, **(names or {})}
         self.protocol = settings.triton_protocol
         self.pool: TritonPool | None = None
         self._module: Any = None
@@ -118,15 +121,16 @@ class TritonBackend(Backend):
             config = await self.pool.call(lambda c, m=model: self._model_config(c, m))
             self._max_batch[model] = int(config.get("max_batch_size", 0) or 0)
 
-    async def _model_config(self, client: Any, model: str) -> dict:
-        config = await client.get_model_config(model, **({"as_json": True} if self.protocol == "grpc" else {}))
+    async def _model_config(self, client: Any, part: str) -> dict:
+        config = await client.get_model_config(self.names[part],
+                                               **({"as_json": True} if self.protocol == "grpc" else {}))
         return config.get("config", config)
 
     async def _served_problems(self, address: str, client: Any) -> list[str]:
         """What a pod serves that the card does not describe (the pool admits a pod only without any)."""
         configs = {m: await self._model_config(client, m) for m in (TRUNK_MODEL, HEAD_MODEL)}
-        return [f"{model}: {p}" for model, config in configs.items()
-                for p in served_model_problems(model, config, self.repository)]
+        return [f"{self.names[part]}: {p}" for part, config in configs.items()
+                for p in served_model_problems(part, config, self.repository)]
 
     def _check_served_models(self) -> None:
         """At start-up every pod must serve exactly what the card describes; otherwise fail, loudly. (Later pods
@@ -144,7 +148,7 @@ class TritonBackend(Backend):
                     ", ".join(self.pool.addresses))
 
     async def _models_ready(self, client: Any) -> bool:
-        return all([await client.is_model_ready(m) for m in (TRUNK_MODEL, HEAD_MODEL)])
+        return all([await client.is_model_ready(self.names[m]) for m in (TRUNK_MODEL, HEAD_MODEL)])
 
     async def _wait_for_models(self) -> None:
         """Until one Triton pod has both models ready, or MFD_TRITON_STARTUP_TIMEOUT_S has passed."""
@@ -162,8 +166,8 @@ class TritonBackend(Backend):
             now = time.monotonic()
             if now >= deadline:
                 raise RuntimeError(
-                    f"no Triton pod at {self.settings.triton_url} ({self.protocol}) had {TRUNK_MODEL} and "
-                    f"{HEAD_MODEL} ready within MFD_TRITON_STARTUP_TIMEOUT_S="
+                    f"no Triton pod at {self.settings.triton_url} ({self.protocol}) had {self.names[TRUNK_MODEL]} and "
+                    f"{self.names[HEAD_MODEL]} ready within MFD_TRITON_STARTUP_TIMEOUT_S="
                     f"{self.settings.triton_startup_timeout_s:g} s (addresses: {self.pool.addresses or 'none'})")
             if now >= next_log:
                 logger.warning("waiting for Triton at %s (%.0f s of %g s; addresses: %s)", self.settings.triton_url,
@@ -179,17 +183,18 @@ class TritonBackend(Backend):
         if self.pool is None:
             return False
         try:
-            return await self.pool.any(lambda c: c.is_model_ready(TRUNK_MODEL))
+            return await self.pool.any(lambda c: c.is_model_ready(self.names[TRUNK_MODEL]))
         except Exception:  # noqa: BLE001 - readiness probes must not raise
             return False
 
-    async def _infer(self, model: str, input_name: str, datatype: str, array: np.ndarray,
+    async def _infer(self, part: str, input_name: str, datatype: str, array: np.ndarray,
                      outputs: tuple[str, ...]) -> list[np.ndarray]:
-        limit = self._max_batch.get(model, 0)
+        limit = self._max_batch.get(part, 0)
         if limit and array.shape[0] > limit:
-            parts = [await self._infer(model, input_name, datatype, array[i:i + limit], outputs)
+            parts = [await self._infer(part, input_name, datatype, array[i:i + limit], outputs)
                      for i in range(0, array.shape[0], limit)]
             return [np.concatenate([p[j] for p in parts]) for j in range(len(outputs))]
+        model = self.names[part]
         tensor = self._module.InferInput(input_name, list(array.shape), datatype)
         if self.protocol == "http":
             tensor.set_data_from_numpy(array, binary_data=True)

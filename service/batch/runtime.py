@@ -73,6 +73,9 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fasta", type=Path, required=True, help="reference FASTA (indexed by pyfaidx on first use)")
     group.add_argument("--model-repository", type=Path, default=None,
                        help="model repository (default: MFD_MODEL_REPOSITORY or the bundled demo model)")
+    group.add_argument("--model", default=None,
+                       help="which model of a folder of models (default: the only one, or MFD_DEFAULT_MODEL); "
+                            "--fasta must be that model's genome")
     group.add_argument("--backend", choices=("embedded", "triton"), default=None,
                        help="embedded TorchScript (default) or a Triton server (MFD_BACKEND)")
     group.add_argument("--triton-url", default=None, help="host:port of Triton (MFD_TRITON_URL)")
@@ -122,7 +125,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 async def open_engine(args: argparse.Namespace, *, start: bool = True) -> AsyncIterator[Engine]:
     """The engine; `start=False` (merging only) loads the card, codec and genome but never the backend."""
     try:
-        engine = Engine(settings_from(args))
+        engine = model_engine(settings_from(args), getattr(args, "model", None))
     except GenomeError as exc:
         raise BatchError(str(exc)) from None
     try:
@@ -131,6 +134,33 @@ async def open_engine(args: argparse.Namespace, *, start: bool = True) -> AsyncI
         yield engine
     finally:
         await engine.close()
+
+
+def model_engine(settings: Settings, model: str | None) -> Engine:
+    """The Engine of `model` (None: the default) in the repository, with `--fasta` as its genome.
+
+    The repository is opened with the service's layout contract (mfd_common.model_store): a bad layout, an unknown
+    model or several models without a default end the tool with one line (BatchError)."""
+    from mfd_common.model_store import ModelStoreError, UnknownModelError, open_store
+    from mfd_common.triton_repository import triton_names
+
+    from ..backends import create_backend
+    from ..repository import RepositoryError, load_repository
+
+    try:
+        store = open_store(settings.model_repository, settings.default_model)
+        name = store.resolve(model)
+        own = settings.model_copy(update={"model_repository": store.models[name]})
+        repository = load_repository(own.model_repository, require_models=own.backend == "embedded")
+    except UnknownModelError as exc:
+        if not exc.name:
+            raise BatchError(f"--model: {settings.model_repository} holds several models and there is no default "
+                             f"(MFD_DEFAULT_MODEL): name one of {', '.join(exc.known)}") from None
+        raise BatchError(f"--model: {exc}") from None
+    except (ModelStoreError, RepositoryError) as exc:
+        raise BatchError(f"--model-repository: {exc}") from None
+    return Engine(own, repository, create_backend(own, repository, triton_names=triton_names(store)[name]),
+                  name=name)
 
 
 def resolve(engine: Engine, conditions: list[NamedCondition]) -> list[ResolvedCondition]:

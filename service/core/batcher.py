@@ -33,9 +33,10 @@ class _Item:
 
 class MicroBatcher:
     def __init__(self, fn: TrunkFn, *, backend: str, max_batch: int = 64, max_wait_s: float = 0.002,
-                 active: Callable[[], int] | None = None):
+                 active: Callable[[], int] | None = None, model: str = ""):
         self.fn = fn
         self.backend = backend
+        self.model = model  # the `model` label of the metrics: one batcher per model, never shared
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.active = active
@@ -118,9 +119,9 @@ class MicroBatcher:
                         if not item.future.done():
                             item.future.set_exception(exc)
                     continue
-                metrics.trunk_latency.labels(self.backend).observe(time.perf_counter() - start)
-                metrics.batch_size.labels(self.backend).observe(size)
-                metrics.windows_scored.labels(self.backend).inc(size)
+                metrics.trunk_latency.labels(self.backend, self.model).observe(time.perf_counter() - start)
+                metrics.batch_size.labels(self.backend, self.model).observe(size)
+                metrics.windows_scored.labels(self.backend, self.model).inc(size)
                 offset = 0
                 for item in batch:
                     n = item.tokens.shape[0]

@@ -59,7 +59,9 @@ class ResolvedCondition:
 
 
 class ConditionResolver:
-    def __init__(self, card: ModelCard, codec: MetadataCodec, backend: Backend, cache_size: int = 4096):
+    def __init__(self, card: ModelCard, codec: MetadataCodec, backend: Backend, cache_size: int = 4096, *,
+                 model: str = ""):
+        self.model = model  # the `model` label of the cache metrics
         self.codec = codec
         self.backend = backend
         self.tracks = {t.id: t.metadata for t in card.tracks}
@@ -145,6 +147,7 @@ class ConditionResolver:
     async def weights(self, resolved: Sequence[ResolvedCondition]) -> HeadWeights:
         """Stacked weights for `resolved`, in order; one head call for all distinct cache misses."""
         metrics = get_metrics()
+        hits, misses = metrics.cache_hits.labels(self.model), metrics.cache_misses.labels(self.model)
         keys = [r.codes.tobytes() for r in resolved]
         found: dict[bytes, tuple[np.ndarray, np.ndarray, np.float32]] = {}
         missing: dict[bytes, np.ndarray] = {}
@@ -154,12 +157,12 @@ class ConditionResolver:
                 if entry is not None:
                     self._cache.move_to_end(key)
                     found[key] = entry
-                    metrics.cache_hits.inc()
+                    hits.inc()
                 elif key not in missing:
                     missing[key] = r.codes
-                    metrics.cache_misses.inc()
+                    misses.inc()
                 else:
-                    metrics.cache_hits.inc()  # duplicate within the request: computed once
+                    hits.inc()  # duplicate within the request: computed once
         if missing:
             head = await self.backend.head(np.stack(list(missing.values())))
             with self._lock:

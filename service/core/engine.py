@@ -35,24 +35,37 @@ from .variants import VariantSpec, VariantWindows, variant_windows
 
 class Engine:
     def __init__(self, settings: Settings, repository: ModelRepository | None = None,
-                 backend: Backend | None = None):
+                 backend: Backend | None = None, *, name: str | None = None):
         self.settings = settings
         self.repository = repository or load_repository(settings.model_repository,
                                                         require_models=settings.backend == "embedded")
         self.card = self.repository.card
+        # The name requests route by (service.core.models): the repository's name for the model, which in a
+        # folder of models is the subdirectory's, not necessarily the card's `model_name`.
+        self._name = name or self.card.model_name
         self.backend = backend or create_backend(settings, self.repository)
         self.active_requests = 0  # requests between parse and response; tells the batcher whether to wait
         self.batcher = MicroBatcher(self.backend.features, backend=self.backend.name,
                                     max_batch=settings.max_batch, max_wait_s=settings.batch_wait_ms / 1000.0,
-                                    active=lambda: self.active_requests)
+                                    active=lambda: self.active_requests, model=self._name)
         self.conditions = ConditionResolver(self.card, self.repository.codec, self.backend,
-                                            settings.condition_cache_size)
+                                            settings.condition_cache_size, model=self._name)
         self.genome = Genome(settings.fasta) if settings.fasta else None
 
     @property
     def name(self) -> str:
-        """The served model's name (the card's): the key a multi-model router would use."""
-        return self.card.model_name
+        """The served model's name: the key the model registry (service.core.models) routes by."""
+        return self._name
+
+    @property
+    def genome_variable(self) -> str:
+        """The per-model FASTA variable of this model (docs/multi-model.md)."""
+        from mfd_common.model_store import model_env_var
+
+        try:
+            return model_env_var("MFD_FASTA", self._name)
+        except ValueError:
+            return "MFD_FASTA_<NAME>"
 
     @property
     def seq_len(self) -> int:
@@ -87,8 +100,8 @@ class Engine:
 
     def require_genome(self, field: str) -> Genome:
         if self.genome is None:
-            raise RequestError(field, "this server has no reference genome configured (MFD_FASTA)",
-                               kind="no_genome")
+            raise RequestError(field, f"this server has no reference genome configured for model {self.name!r} "
+                               f"(MFD_FASTA, or {self.genome_variable} for this model)", kind="no_genome")
         return self.genome
 
     def sequence_windows(self, sequences: Sequence[str], ids: Sequence[str] | None = None) -> Windows:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eservice/api/proto/mfd_v1.proto\x12\x06mfd.v1\x1a\x1cgoogle/protobuf/struct.proto\"A\n\x08Interval\x12\r\n\x05\x63hrom\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x03\x12\n\n\x02id\x18\x04 \x01(\t\"Q\n\tCondition\x12\x0f\n\x05track\x18\x01 \x01(\tH\x00\x12+\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x42\x06\n\x04kind\"\xd3\x01\n\x0ePredictRequest\x12\x11\n\tsequences\x18\x01 \x03(\t\x12\x14\n\x0csequence_ids\x18\x02 \x03(\t\x12#\n\tintervals\x18\x03 \x03(\x0b\x32\x10.mfd.v1.Interval\x12%\n\nconditions\x18\x04 \x03(\x0b\x32\x11.mfd.v1.Condition\x12\x17\n\x0f\x62iological_only\x18\x05 \x01(\x08\x12\x1a\n\x12reverse_complement\x18\x06 \x01(\x08\x12\x17\n\x0freturn_features\x18\x07 \x01(\x08\"\\\n\x11ResolvedCondition\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05track\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"s\n\x05Score\x12\x11\n\tcondition\x18\x01 \x01(\x05\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\x12\r\n\x05logit\x18\x03 \x01(\x01\x12\x11\n\tlogit_bio\x18\x04 \x01(\x01\x12\x12\n\nlogit_tech\x18\x05 \x01(\x01\x12\x0c\n\x04\x62ias\x18\x06 \x01(\x01\"g\n\x0cWindowResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x1d\n\x06scores\x18\x03 \x03(\x0b\x32\r.mfd.v1.Score\x12\r\n\x05\x66_bio\x18\x04 \x03(\x02\x12\x0e\n\x06\x66_tech\x18\x05 \x03(\x02\"\xbc\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x17\n\x0f\x62iological_only\x18\x03 \x01(\x08\x12\x1a\n\x12reverse_complement\x18\x04 \x01(\x08\x12-\n\nconditions\x18\x05 \x03(\x0b\x32\x19.mfd.v1.ResolvedCondition\x12%\n\x07results\x18\x06 \x03(\x0b\x32\x14.mfd.v1.WindowResult2G\n\tPredictor\x12:\n\x07Predict\x12\x16.mfd.v1.PredictRequest\x1a\x17.mfd.v1.PredictResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eservice/api/proto/mfd_v1.proto\x12\x06mfd.v1\x1a\x1cgoogle/protobuf/struct.proto\"A\n\x08Interval\x12\r\n\x05\x63hrom\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x03\x12\n\n\x02id\x18\x04 \x01(\t\"Q\n\tCondition\x12\x0f\n\x05track\x18\x01 \x01(\tH\x00\x12+\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x42\x06\n\x04kind\"\xe2\x01\n\x0ePredictRequest\x12\x11\n\tsequences\x18\x01 \x03(\t\x12\x14\n\x0csequence_ids\x18\x02 \x03(\t\x12#\n\tintervals\x18\x03 \x03(\x0b\x32\x10.mfd.v1.Interval\x12%\n\nconditions\x18\x04 \x03(\x0b\x32\x11.mfd.v1.Condition\x12\x17\n\x0f\x62iological_only\x18\x05 \x01(\x08\x12\x1a\n\x12reverse_complement\x18\x06 \x01(\x08\x12\x17\n\x0freturn_features\x18\x07 \x01(\x08\x12\r\n\x05model\x18\x08 \x01(\t\"\\\n\x11ResolvedCondition\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05track\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"s\n\x05Score\x12\x11\n\tcondition\x18\x01 \x01(\x05\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\x12\r\n\x05logit\x18\x03 \x01(\x01\x12\x11\n\tlogit_bio\x18\x04 \x01(\x01\x12\x12\n\nlogit_tech\x18\x05 \x01(\x01\x12\x0c\n\x04\x62ias\x18\x06 \x01(\x01\"g\n\x0cWindowResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x1d\n\x06scores\x18\x03 \x03(\x0b\x32\r.mfd.v1.Score\x12\r\n\x05\x66_bio\x18\x04 \x03(\x02\x12\x0e\n\x06\x66_tech\x18\x05 \x03(\x02\"\xbc\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x17\n\x0f\x62iological_only\x18\x03 \x01(\x08\x12\x1a\n\x12reverse_complement\x18\x04 \x01(\x08\x12-\n\nconditions\x18\x05 \x03(\x0b\x32\x19.mfd.v1.ResolvedCondition\x12%\n\x07results\x18\x06 \x03(\x0b\x32\x14.mfd.v1.WindowResult2G\n\tPredictor\x12:\n\x07Predict\x12\x16.mfd.v1.PredictRequest\x1a\x17.mfd.v1.PredictResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,15 +37,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONDITION']._serialized_start=139
   _globals['_CONDITION']._serialized_end=220
   _globals['_PREDICTREQUEST']._serialized_start=223
-  _globals['_PREDICTREQUEST']._serialized_end=434
-  _globals['_RESOLVEDCONDITION']._serialized_start=436
-  _globals['_RESOLVEDCONDITION']._serialized_end=528
-  _globals['_SCORE']._serialized_start=530
-  _globals['_SCORE']._serialized_end=645
-  _globals['_WINDOWRESULT']._serialized_start=647
-  _globals['_WINDOWRESULT']._serialized_end=750
-  _globals['_PREDICTRESPONSE']._serialized_start=753
-  _globals['_PREDICTRESPONSE']._serialized_end=941
-  _globals['_PREDICTOR']._serialized_start=943
-  _globals['_PREDICTOR']._serialized_end=1014
+  _globals['_PREDICTREQUEST']._serialized_end=449
+  _globals['_RESOLVEDCONDITION']._serialized_start=451
+  _globals['_RESOLVEDCONDITION']._serialized_end=543
+  _globals['_SCORE']._serialized_start=545
+  _globals['_SCORE']._serialized_end=660
+  _globals['_WINDOWRESULT']._serialized_start=662
+  _globals['_WINDOWRESULT']._serialized_end=765
+  _globals['_PREDICTRESPONSE']._serialized_start=768
+  _globals['_PREDICTRESPONSE']._serialized_end=956
+  _globals['_PREDICTOR']._serialized_start=958
+  _globals['_PREDICTOR']._serialized_end=1029
 # @@protoc_insertion_point(module_scope)

@@ -28,7 +28,7 @@ class Condition(_message.Message):
     def __init__(self, track: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("sequences", "sequence_ids", "intervals", "conditions", "biological_only", "reverse_complement", "return_features")
+    __slots__ = ("sequences", "sequence_ids", "intervals", "conditions", "biological_only", "reverse_complement", "return_features", "model")
     SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_IDS_FIELD_NUMBER: _ClassVar[int]
     INTERVALS_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class PredictRequest(_message.Message):
     BIOLOGICAL_ONLY_FIELD_NUMBER: _ClassVar[int]
     REVERSE_COMPLEMENT_FIELD_NUMBER: _ClassVar[int]
     RETURN_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     sequences: _containers.RepeatedScalarFieldContainer[str]
     sequence_ids: _containers.RepeatedScalarFieldContainer[str]
     intervals: _containers.RepeatedCompositeFieldContainer[Interval]
@@ -43,7 +44,8 @@ class PredictRequest(_message.Message):
     biological_only: bool
     reverse_complement: bool
     return_features: bool
-    def __init__(self, sequences: _Optional[_Iterable[str]] = ..., sequence_ids: _Optional[_Iterable[str]] = ..., intervals: _Optional[_Iterable[_Union[Interval, _Mapping]]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., biological_only: bool = ..., reverse_complement: bool = ..., return_features: bool = ...) -> None: ...
+    model: str
+    def __init__(self, sequences: _Optional[_Iterable[str]] = ..., sequence_ids: _Optional[_Iterable[str]] = ..., intervals: _Optional[_Iterable[_Union[Interval, _Mapping]]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., biological_only: bool = ..., reverse_complement: bool = ..., return_features: bool = ..., model: _Optional[str] = ...) -> None: ...
 
 class ResolvedCondition(_message.Message):
     __slots__ = ("index", "track", "metadata")
