@@ -231,7 +231,7 @@ def test_malformed_and_oversized_bodies(mfd_service):
 
 def test_concurrent_requests_share_batches_and_get_their_own_rows(mfd_service, torchscript_reference):
     sequences = random_sequences(12, seed=11)
-    before = metric_value(mfd_service, 'mfd_windows_scored_total{backend="embedded"}')
+    before = metric_value(mfd_service, 'mfd_windows_scored_total{backend="embedded",model="tiny-test-model"}')
 
     def one(i: int) -> np.ndarray:
         r = post(mfd_service, "/predict", {"sequences": sequences[i:i + 2], "conditions": ["ENCFF003"]})
@@ -242,7 +242,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows(mfd_service, t
         results = list(pool.map(one, range(0, 12, 2)))
     expected = torchscript_reference.scores(sequences, ["ENCFF003"])["logit"][:, 0]
     np.testing.assert_allclose(np.concatenate(results), expected, atol=ATOL)
-    assert metric_value(mfd_service, 'mfd_windows_scored_total{backend="embedded"}') - before == 12
+    assert metric_value(mfd_service, 'mfd_windows_scored_total{backend="embedded",model="tiny-test-model"}') - before == 12
 
 
 def test_metadata_lists_vocabularies_and_tracks(mfd_service, torchscript_reference):
@@ -272,13 +272,13 @@ def test_metrics_expose_our_series_beside_bentoml(mfd_service):
     post(mfd_service, "/predict", {"sequences": [SEQ], "conditions": ["ENCFF001", "ENCFF001"]})
     post(mfd_service, "/predict", {"sequences": [SEQ], "conditions": [{"biosample": "nope"}]})
     text = httpx.get(f"{mfd_service.http_url}/metrics", timeout=30).text
-    for name in ("mfd_request_latency_seconds_count{backend=\"embedded\",route=\"predict\"}",
-                 "mfd_windows_scored_total{backend=\"embedded\"}", "mfd_trunk_latency_seconds_count",
+    for name in ("mfd_request_latency_seconds_count{backend=\"embedded\",model=\"tiny-test-model\",route=\"predict\"}",
+                 "mfd_windows_scored_total{backend=\"embedded\",model=\"tiny-test-model\"}", "mfd_trunk_latency_seconds_count",
                  "mfd_batch_size_bucket", "mfd_condition_cache_hits_total", "mfd_condition_cache_misses_total",
-                 "mfd_errors_total{kind=\"invalid_argument\",route=\"predict\"}", "mfd_inflight_requests",
+                 "mfd_errors_total{kind=\"invalid_argument\",model=\"tiny-test-model\",route=\"predict\"}", "mfd_inflight_requests",
                  "bentoml_service_request_duration_seconds", "bentoml_service_request_total"):
         assert name in text, name
-    assert metric_value(mfd_service, "mfd_condition_cache_hits_total") >= 1
+    assert metric_value(mfd_service, 'mfd_condition_cache_hits_total{model="tiny-test-model"}') >= 1
 
 
 def test_openapi_documents_the_endpoints(mfd_service):

@@ -77,7 +77,7 @@ def condition(code: float) -> ResolvedCondition:
 
 
 def counter(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0.0
+    return REGISTRY.get_sample_value(name, {"model": ""}) or 0.0  # a resolver built without a model name
 
 
 def test_condition_lru_evicts_the_least_recently_used_and_counts_hits():
@@ -138,7 +138,7 @@ def test_grpc_calls_past_the_request_timeout_are_deadline_exceeded():
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "MFD_REQUEST_TIMEOUT_S" in details, details
     assert 0.3 <= elapsed < 10, elapsed  # the handler would sleep 30 s
     assert admission.inflight == 0
-    assert REGISTRY.get_sample_value("mfd_errors_total", {"route": "test_slow", "kind": "deadline_exceeded"}) == 1
+    assert REGISTRY.get_sample_value("mfd_errors_total", {"route": "test_slow", "kind": "deadline_exceeded", "model": ""}) == 1
 
 
 # ---- one condition parser, one variant check, whatever the front door (issue 16) -------------------------------

@@ -43,7 +43,7 @@ def test_overload_gives_503_and_no_partial_results(mfd_busy_service):
     # Once the burst is over the server admits requests again.
     assert httpx.post(url, json=payload, timeout=60).status_code == 200
     metrics = httpx.get(f"{mfd_busy_service.http_url}/metrics", timeout=30).text
-    assert 'mfd_errors_total{kind="overloaded",route="predict"}' in metrics
+    assert 'mfd_errors_total{kind="overloaded",model="",route="predict"}' in metrics
 
 
 def test_grpc_is_unavailable_while_http_holds_the_only_slot(mfd_busy_service):

@@ -88,26 +88,26 @@ def test_abandoned_request_is_cancelled_and_frees_its_slot(mfd_busy_service):
     """MFD_MAX_INFLIGHT=1: a client that hangs up mid-request must not keep the only slot or the trunk busy."""
     service = mfd_busy_service
     slow = json.dumps({"sequences": [SEQ] * 128, "conditions": ["ENCFF001"], "reverse_complement": True}).encode()
-    before = metric(service, 'mfd_windows_scored_total{backend="embedded"}')
+    before = metric(service, 'mfd_windows_scored_total{backend="embedded",model="tiny-test-model"}')
     sock = socket.create_connection(("127.0.0.1", service.http_port))
     sock.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                  + f"content-length: {len(slow)}\r\n\r\n".encode() + slow)
     deadline = time.monotonic() + 20
-    while metric(service, 'mfd_inflight_requests{route="predict"}') < 1:
+    while metric(service, 'mfd_inflight_requests{model="tiny-test-model",route="predict"}') < 1:
         assert time.monotonic() < deadline, "the slow request never became in flight"
         time.sleep(0.01)
     sock.close()  # the client gives up
     deadline = time.monotonic() + 5
-    while metric(service, 'mfd_inflight_requests{route="predict"}') > 0:
+    while metric(service, 'mfd_inflight_requests{model="tiny-test-model",route="predict"}') > 0:
         assert time.monotonic() < deadline, "the abandoned request still holds its admission slot"
         time.sleep(0.01)
     small = httpx.post(f"{service.http_url}/predict", json={"sequences": [SEQ], "conditions": ["ENCFF001"]},
                        timeout=60)
     assert small.status_code == 200, small.text
     time.sleep(0.5)
-    scored = metric(service, 'mfd_windows_scored_total{backend="embedded"}') - before
+    scored = metric(service, 'mfd_windows_scored_total{backend="embedded",model="tiny-test-model"}') - before
     assert scored < 128, f"{scored} windows scored: the abandoned request's queued work was not dropped"
-    assert metric(service, 'mfd_errors_total{kind="cancelled",route="predict"}') >= 1
+    assert metric(service, 'mfd_errors_total{kind="cancelled",model="tiny-test-model",route="predict"}') >= 1
 
 
 # ---- memory --------------------------------------------------------------------------------------------------

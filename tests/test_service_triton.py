@@ -72,7 +72,7 @@ def test_auth_required_when_token_configured(mfd_triton_service):
     assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200  # probes stay open
     assert "mfd_errors_total" in httpx.get(f"{url}/metrics", timeout=30).text
     metrics = httpx.get(f"{url}/metrics", timeout=30).text
-    assert 'mfd_errors_total{kind="unauthorized",route="predict"}' in metrics
+    assert 'mfd_errors_total{kind="unauthorized",model="",route="predict"}' in metrics
     assert 'mfd_triton_roundtrip_seconds_count{model="mfd_trunk",protocol="grpc"}' in metrics
 
 

@@ -6,7 +6,7 @@ failure table.
   refused at once (503 / UNAVAILABLE) before any work starts, so nothing is half-done and clients retry.
 - Metrics: in-flight gauge, latency histogram and error counter per endpoint and model (names are a monitoring
   contract). The model is known only once the handler has routed the request: it tells its `Call`
-  (`call.route_to(name)`); until then, and for requests that never name a served model, `model=""`.
+  (`routed(name)`, or `call.route_to(name)`); until then, and for requests that never name a served model, `model=""`.
 - Failures: whatever a handler raises leaves as a RequestError (`errors.as_request_error`), counted once and
   logged when it is ours, so each transport only maps RequestError → its status codes.
 
@@ -15,6 +15,7 @@ Everything runs on the worker's one event loop, so the in-flight counter needs n
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import logging
 import time
@@ -61,6 +62,17 @@ class Call:
         self.gauge.inc()
 
 
+_CURRENT: contextvars.ContextVar[Call | None] = contextvars.ContextVar("mfd_admitted_call", default=None)
+
+
+def routed(model: str) -> None:
+    """Label the call being handled (in this task) with served model `model` (see `Call.route_to`); a no-op
+    outside an admitted call (e.g. the batch tool)."""
+    call = _CURRENT.get()
+    if call is not None:
+        call.route_to(model)
+
+
 class Admission:
     def __init__(self, settings: Settings, backend: str):
         self.settings = settings
@@ -83,6 +95,7 @@ class Admission:
             self.inflight += 1
         call = Call(endpoint, lambda model: metrics.inflight.labels(endpoint, model))
         call.gauge.inc()
+        token = _CURRENT.set(call)
         start = time.perf_counter()
         try:
             yield call
@@ -98,6 +111,7 @@ class Admission:
             metrics.errors.labels(endpoint, error.kind, call.model).inc()
             raise error from None
         finally:
+            _CURRENT.reset(token)
             if scoring:
                 self.inflight -= 1
             call.gauge.dec()

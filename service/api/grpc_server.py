@@ -41,7 +41,7 @@ from ..core.models import ModelRegistry
 from ..core.scoring import QUANTITIES
 from ..errors import RequestError, deadline_exceeded
 from . import tensors
-from .admission import Admission
+from .admission import Admission, routed
 from .json_api import JsonApi, kserve_version
 from .proto import mfd_v1_pb2, mfd_v1_pb2_grpc
 from .schemas import PredictRequest
@@ -130,9 +130,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                                       max_conditions=self.settings.max_conditions)
 
     async def ModelInfer(self, request, context):
-        async def handle(call):
+        async def handle():
             engine = kserve_engine(self.models, request.model_name, request.model_version)
-            call.route_to(engine.name)
+            routed(engine.name)
             inputs = self._parse(request, engine)
             resolved = engine.resolve_conditions(inputs.conditions)
             scores = await engine.score(inputs.tokens, resolved, inputs.options)
@@ -152,13 +152,13 @@ async def guarded(admission: Admission, context, endpoint: str, handle, *, tenso
     """One scoring RPC through the shared Admission; its RequestError becomes the matching gRPC status."""
     metadata = dict(context.invocation_metadata() or ())
     try:
-        async with admission.call(endpoint, metadata.get("authorization")) as call:
+        async with admission.call(endpoint, metadata.get("authorization")):
             # The server's own deadline, as BentoML's traffic timeout bounds HTTP: a call past it is cancelled
             # (its queued windows dropped by the batcher) and answered DEADLINE_EXCEEDED.
             timeout = admission.settings.request_timeout_s
             try:
                 async with asyncio.timeout(timeout) as deadline:
-                    return await handle(call)
+                    return await handle()
             except TimeoutError:
                 if deadline.expired():
                     raise deadline_exceeded(timeout) from None
@@ -237,9 +237,9 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
         return data
 
     async def Predict(self, request, context):
-        async def handle(call):
+        async def handle():
             engine = self.models.get(request.model or None)
-            call.route_to(engine.name)
+            routed(engine.name)
             api = self.apis[engine.name]
             parsed = api.parse(PredictRequest, self._request_dict(request))
             prediction = await api.prediction(parsed)
