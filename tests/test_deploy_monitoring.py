@@ -407,11 +407,11 @@ def test_dashboard_variables_resolve(stack):
         selector, label = match.groups()
         status, body = stack.prometheus.api(f"label/{label}/values", **{"match[]": expand(selector)})
         if label == "model":
-            # The MFD model names the services report: one model here, named by its card (mfd_common.model_store).
-            # Until the service puts `model` on its series (docs/multi-model.md) the list is empty and the
-            # variable's All (".*") still matches every series (test_every_dashboard_query_runs_and_returns_data).
+            # The MFD model names the services report: one model here, named as the service routes it
+            # (mfd_common.model_store). The service creates mfd_windows_scored_total at 0 for every model at start-up
+            # (docs/multi-model.md), so the list holds exactly that name, and never "" (requests of no known model).
             from mfd_common.model_store import single_model_name
-            assert status == 200 and body["data"] in ([], [single_model_name(stack.repository)]), body
+            assert status == 200 and body["data"] == [single_model_name(stack.repository)], body
             assert variable["includeAll"] and variable["allValue"] == ".*"
             continue
         assert status == 200 and body["data"], (variable["name"], body)
