@@ -150,3 +150,23 @@ def test_fail_mode_names_the_record_and_writes_nothing(inputs, exported_reposito
     bad = batch(["variants", inputs["vcf"], "--fasta", inputs["genome"].path, "--conditions", "K999",
                  "--out", out], exported_repository, check=False)
     assert bad.returncode == 2 and "unknown track id 'K999'" in bad.stderr and not out.exists()
+
+
+def test_model_picks_one_model_of_a_folder_of_models(inputs, scored, exported_repository, tmp_path):
+    """`--model` in a folder of models (docs/multi-model.md): the named model's effects, as its own repository
+    gives them; an unknown name, or several models without a default, exit 2 with one line naming the models."""
+    models = tmp_path / "models"
+    for name in ("tiny-a", "tiny-b"):
+        shutil.copytree(exported_repository, models / name)
+    out = tmp_path / "b.vcf.gz"
+    batch(["variants", inputs["vcf"], "--fasta", inputs["genome"].path, "--conditions", *CONDITIONS, "--out", out,
+           "--records-per-shard", "3", "--shifts", "3", "--model", "tiny-b"], models)
+    with pysam.VariantFile(str(scored[0])) as single, pysam.VariantFile(str(out)) as named:
+        for a, b in zip(single, named, strict=True):
+            assert a.info.get("MFD_never_DLOGIT") == b.info.get("MFD_never_DLOGIT"), a.id
+    for extra, fragment in (([], "no default (MFD_DEFAULT_MODEL): name one of tiny-a, tiny-b"),
+                            (["--model", "hg19"], "unknown model 'hg19'; this deployment serves tiny-a, tiny-b")):
+        result = batch(["variants", inputs["vcf"], "--fasta", inputs["genome"].path, "--conditions", *CONDITIONS,
+                        "--out", tmp_path / "x.vcf.gz", *extra], models, check=False)
+        assert result.returncode == 2 and fragment in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert not (tmp_path / "x.vcf.gz").exists()

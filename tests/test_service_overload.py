@@ -57,7 +57,7 @@ def test_grpc_is_unavailable_while_http_holds_the_only_slot(mfd_busy_service):
         future = pool.submit(slow_http)
         started.wait()
         deadline = time.monotonic() + 10
-        while 'mfd_inflight_requests{route="predict"} 1.0' not in httpx.get(
+        while 'mfd_inflight_requests{model="tiny-test-model",route="predict"} 1.0' not in httpx.get(
                 f"{mfd_busy_service.http_url}/metrics", timeout=30).text:  # the HTTP request holds the slot
             assert time.monotonic() < deadline, "the HTTP request never became in flight"
             time.sleep(0.02)

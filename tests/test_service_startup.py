@@ -53,6 +53,8 @@ def test_a_folder_without_a_model_card_ends_the_process_with_one_line(tmp_path):
 @pytest.mark.parametrize("env,fragment", [
     ({"MFD_MAX_INFLIGHT": "0"}, "MFD_MAX_INFLIGHT"),
     ({"MFD_FASTA": "/no/such/genome.fa"}, "MFD_FASTA"),
+    ({"MFD_DEFAULT_MODEL": "hg19"}, "MFD_DEFAULT_MODEL='hg19' names no model here; the models are mfd-demo"),
+    ({"MFD_FASTA_MFD_DEMO": "/no/such/genome.fa"}, "MFD_FASTA_MFD_DEMO: cannot read /no/such/genome.fa"),
 ])
 def test_bad_settings_end_the_process_with_one_line(tmp_path, env, fragment):
     status, output, _, port = serve(tmp_path, env)
