@@ -1,6 +1,8 @@
 """A real tritonserver (from nvidia-pytriton) serving the exported model.pt files over HTTP and gRPC."""
 from __future__ import annotations
 
+import asyncio
+
 import functools
 import re
 import threading
@@ -280,7 +282,33 @@ def test_one_tritonserver_serves_two_models_under_prefixed_names(exported_reposi
             not np.allclose(features["tiny"][2], features["demo"][2], atol=1e-3)
         with pytest.raises(InferenceServerException, match="(?i)unknown|not found|unavailable"):
             _grpc_infer(grpc, TRUNK_MODEL, TRUNK_INPUT, _tokens(1, 8, seed=1), "UINT8", [TRUNK_OUTPUT])
+        # The service's engines (service.core.models) on this one Triton agree with the embedded backend, model by
+        # model: each engine calls its own `<name>__mfd_*` and checks them against its own card at start-up.
+        triton_scores = asyncio.run(_registry_scores(models, "triton", server.grpc_url))
+        embedded_scores = asyncio.run(_registry_scores(models, "embedded", server.grpc_url))
+        assert sorted(triton_scores) == sorted(embedded_scores) == ["demo", "tiny"]
+        for model in names:
+            np.testing.assert_allclose(triton_scores[model], embedded_scores[model], **TOL, err_msg=model)
     finally:
         http.close()
         grpc.close()
         server.stop()
+
+
+async def _registry_scores(models: Path, backend: str, triton_url: str) -> dict[str, np.ndarray]:
+    """Logits [3 windows, 2 tracks] of every model of `models`, through the service's ModelRegistry."""
+    from service.core.models import ModelRegistry
+    from service.settings import Settings
+
+    settings = Settings(model_repository=models, backend=backend, triton_url=triton_url, triton_protocol="grpc",
+                        triton_startup_timeout_s=60, torch_threads=1, fasta=None, default_model=None)
+    registry = ModelRegistry(settings, environ={})
+    await registry.start()
+    try:
+        out = {}
+        for name, engine in registry.engines.items():
+            conditions = engine.resolve_conditions([t.id for t in engine.card.tracks[:2]])
+            out[name] = (await engine.score(_tokens(3, engine.seq_len, seed=11), conditions)).logit
+        return out
+    finally:
+        await registry.close()
