@@ -338,3 +338,17 @@ def test_metrics_carry_the_model_label(deployment: Deployment):
     # Requests naming an unknown model are counted with model="", never under the client's string.
     assert 'kind="not_found",model="",route="predict"' in text
     assert "hg19" not in text
+
+
+def test_docs_examples_name_their_model_and_run(deployment: Deployment):
+    """With several models the docs page's worked examples carry `"model"` (the default model's here) and run."""
+    spec = httpx.get(f"{deployment.multi.http_url}/docs.json", timeout=30).json()
+    assert "model" in spec["components"]["schemas"]["PredictRequest"]["properties"]
+    assert "/models" in spec["paths"]
+    for path in ("/predict", "/predict_variants"):
+        examples = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["examples"]
+        assert examples, path
+        for example in examples.values():
+            assert example["value"]["model"] == DEMO
+            response = httpx.post(f"{deployment.multi.http_url}{path}", json=example["value"], timeout=60)
+            assert response.status_code == 200, (path, response.text)

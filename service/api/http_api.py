@@ -105,8 +105,14 @@ class MFDApi(FastAPI):
         spec = get_openapi(title=TITLE, version=f"{model} ({version})", description=DESCRIPTION
                            + f"\n\nServing model **{model}**, version `{version}`.", routes=self.routes)
         if engine is not None:  # worked examples from this server's model and genome: they run as written
-            _set_examples(spec, "/predict", docs_examples.predict_examples(engine))
-            _set_examples(spec, "/predict_variants", docs_examples.variant_examples(engine, MAX_SHIFTS))
+            models = getattr(self.state, "models", None)
+            named = models is not None and len(models.names) > 1  # several models: the examples name theirs
+            for path, examples in (("/predict", docs_examples.predict_examples(engine)),
+                                   ("/predict_variants", docs_examples.variant_examples(engine, MAX_SHIFTS))):
+                if named:
+                    examples = {key: (summary, {"model": engine.name, **value})
+                                for key, (summary, value) in examples.items()}
+                _set_examples(spec, path, examples)
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
         for request_model in (PredictRequest, VariantRequest):
             schema = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
