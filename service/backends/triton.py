@@ -194,7 +194,7 @@ class TritonBackend(Backend):
             parts = [await self._infer(part, input_name, datatype, array[i:i + limit], outputs)
                      for i in range(0, array.shape[0], limit)]
             return [np.concatenate([p[j] for p in parts]) for j in range(len(outputs))]
-        model = self.names[part]
+        model = self.names.get(part, part)  # a part (mfd_trunk) → its Triton name; any other name as it is
         tensor = self._module.InferInput(input_name, list(array.shape), datatype)
         if self.protocol == "http":
             tensor.set_data_from_numpy(array, binary_data=True)
