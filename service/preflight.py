@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
-from mfd_common.model_store import ModelStoreError
+from mfd_common.model_store import ModelStoreError, model_env_var
 
 from .repository import RepositoryError, load_repository
 from .settings import Settings, SettingsError
@@ -58,13 +58,11 @@ def check(settings: Settings) -> None:
     fastas = {name: model_fasta(settings, store, name) for name in store.names}
     if settings.fasta is not None and store.default is None:
         fastas[""] = settings.fasta  # not used by any model, but a set variable that names no file is a mistake
+    from .core.genome import Genome
+
     for name, fasta in fastas.items():
         if fasta is None:
             continue
-        from mfd_common.model_store import model_env_var
-
-        from .core.genome import Genome
-
         variable = "MFD_FASTA" if fasta == settings.fasta else model_env_var(FASTA_PREFIX, name)
         try:
             Genome(fasta).close()
