@@ -352,3 +352,26 @@ def test_docs_examples_name_their_model_and_run(deployment: Deployment):
             assert example["value"]["model"] == DEMO
             response = httpx.post(f"{deployment.multi.http_url}{path}", json=example["value"], timeout=60)
             assert response.status_code == 200, (path, response.text)
+
+
+def test_each_model_gets_its_own_fasta_and_mfd_fasta_only_the_default(tmp_path: Path):
+    """MFD_FASTA_<NAME> names a model's genome; MFD_FASTA is the default model's only, so a model without its own
+    variable never silently reads another assembly; two names sharing one variable are refused."""
+    from mfd_common.model_store import open_store
+    from service.core.models import model_fasta, open_models
+    from service.settings import Settings
+
+    for name in ("grch38", "mm10", "mm10-v2"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "model_card.json").write_text('{"model_name": "x"}')
+    settings = Settings(model_repository=tmp_path / "models", fasta=tmp_path / "hg.fa", default_model="grch38")
+    store = open_store(settings.model_repository, settings.default_model)
+    env = {"MFD_FASTA_MM10": str(tmp_path / "mm10.fa")}
+    assert model_fasta(settings, store, "grch38", env) == tmp_path / "hg.fa"
+    assert model_fasta(settings, store, "mm10", env) == tmp_path / "mm10.fa"
+    assert model_fasta(settings, store, "mm10-v2", env) is None
+    assert model_fasta(settings, store, "grch38", {"MFD_FASTA_GRCH38": "/g.fa"}) == Path("/g.fa")
+    (tmp_path / "models" / "mm10.v2").mkdir()
+    (tmp_path / "models" / "mm10.v2" / "model_card.json").write_text('{"model_name": "x"}')
+    with pytest.raises(ValueError, match="share the variable MFD_FASTA_MM10_V2"):
+        open_models(settings)
