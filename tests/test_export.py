@@ -15,9 +15,9 @@ import torch
 from mfd_common.card import CARD_FILENAME, HEAD_MODEL, TRUNK_MODEL, ModelCard, verify_checksums
 from mfd_common.tokens import reverse_complement
 from tests.fixtures.models import build_tiny_checkpoint
-from training import triton_config
-from training.checkpoint import load_checkpoint
-from training.export import (ExportError, ExportParityError, check_parity, eager_features, eager_head,
+from training.repository import triton_config
+from training.model.checkpoint import load_checkpoint
+from training.repository.export import (ExportError, ExportParityError, check_parity, eager_features, eager_head,
                              export_repository)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -231,8 +231,8 @@ def test_bad_checkpoints_fail_clearly(tiny_checkpoint, tmp_path):
 def _export_baseline(directory: Path) -> None:
     from mfd_common.card import Track
     from tests.fixtures.models import TINY_TRACKS, tiny_codec
-    from training.checkpoint import save_checkpoint
-    from training.model import MFDModel, ModelConfig
+    from training.model.checkpoint import save_checkpoint
+    from training.model.network import MFDModel, ModelConfig
 
     cfg = ModelConfig(channels=16, head_kind="baseline")
     codec = tiny_codec()
@@ -275,7 +275,7 @@ def test_cli_export_keeps_other_files_and_replaces_models(tiny_checkpoint, tmp_p
 
 
 def test_export_warns_when_the_triton_release_carries_an_older_libtorch(tiny_checkpoint, tmp_path):
-    from training.export import TritonCompatWarning, export_repository, warn_if_triton_too_old
+    from training.repository.export import TritonCompatWarning, export_repository, warn_if_triton_too_old
 
     with pytest.warns(TritonCompatWarning, match=r"libtorch 2\.13\.0a0, older than the exporting torch 2\.13\.0"):
         warn_if_triton_too_old("2.13.0", "26.07")

@@ -25,8 +25,8 @@ from tests.fixtures.reference_checkpoint import (MAPPING, NEW_CONDITION, Pandas1
                                                   build_reference_checkpoint, load_df_raw, reference_codes,
                                                   write_reference_checkpoint)
 from tests.fixtures.service import REPO_ROOT, run_service
-from training.import_reference import import_reference
-from training.reference_checkpoint import ReferenceImportError
+from training.reference.importer import import_reference
+from training.reference.checkpoint import ReferenceImportError
 
 PARITY = 1e-5
 

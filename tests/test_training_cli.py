@@ -55,10 +55,11 @@ def test_train_checkpoint_card_round_trip_and_resume(tiny_demo_dir, tmp_path):
     assert "mean_abs_corr" in val["independence"] and card.metrics["epoch"] == 1 and val["loss"] > 0
 
     # round trip: the loaded checkpoint reproduces the card's validation metrics exactly
-    from training.checkpoint import load_checkpoint
-    from training.config import load_config
-    from training.dataset import load_training_data
-    from training.evaluate import metrics_from_predictions, predict
+    from training.model.checkpoint import load_checkpoint
+    from training.model.config import load_config
+    from training.data.dataset import load_training_data
+    from training.evaluation.metrics import metrics_from_predictions
+    from training.model.predict import predict
     model, loaded_card = load_checkpoint(out)
     data = load_training_data(load_config(tiny_demo_dir / "config.yaml"), splits=("val",))
     codes = codec.encode_many([t.metadata for t in loaded_card.tracks], strict=False)
@@ -111,8 +112,8 @@ def test_ddp_two_processes_on_cpu(tiny_demo_dir, tmp_path):
     train_windows = card.metrics["val"]["windows"]  # sanity: metrics exist
     assert train_windows > 0
     # two ranks × 16 windows per step: steps = train windows // (2 × 16)
-    from training.config import load_config
-    from training.dataset import load_training_data
+    from training.model.config import load_config
+    from training.data.dataset import load_training_data
     cfg = load_config(tiny_demo_dir / "config.yaml", {"data.negative_fraction": 0.5})
     n_train = len(load_training_data(cfg, splits=("train",)).splits["train"])
     assert history(out)[0]["step"] == n_train // 2 // 16

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.config import ConfigError, config_from_dict, load_config
+from training.model.config import ConfigError, config_from_dict, load_config
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "training" / "configs" / "demo.yaml"
 
@@ -31,7 +31,7 @@ def test_demo_template_loads_with_typed_sections(tmp_path):
 
 
 def test_defaults_are_the_reference_recipe():
-    from training.config import Config
+    from training.model.config import Config
     cfg = Config()
     assert (cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size, cfg.train.schedule) == ("adam_amsgrad", 1e-3, 256, "constant")
     assert (cfg.train.weight_decay, cfg.train.grad_clip, cfg.train.metadata_dropout, cfg.train.keep) == (0.0, 0.0, 0.0, "best_val_loss")

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from mfd_common.tokens import decode, reverse_complement
-from training.config import AugmentConfig, ConfigError, load_config
-from training.dataset import TrackTableError, WindowDataset, build_windows, load_training_data
-from training.genome import Genome, GenomeError
-from training.peaks import PeakFileError, bin_overlaps, read_peaks
+from training.model.config import AugmentConfig, ConfigError, load_config
+from training.data.dataset import TrackTableError, WindowDataset, build_windows, load_training_data
+from training.data.genome import Genome, GenomeError
+from training.data.peaks import PeakFileError, bin_overlaps, read_peaks
 
 L, BIN = 2176, 128
 

@@ -17,11 +17,11 @@ h5py = pytest.importorskip("h5py")
 
 from mfd_common.card import ModelCard  # noqa: E402
 from training.build_store import main as build_store_main  # noqa: E402
-from training.config import config_from_dict  # noqa: E402
-from training.labels import LabelStore  # noqa: E402
-from training.mfd_dataset import resolve_chrom  # noqa: E402
-from training.sources import load_source  # noqa: E402
-from training.splits import Universe, split_bins  # noqa: E402
+from training.model.config import config_from_dict  # noqa: E402
+from training.data.labels import LabelStore  # noqa: E402
+from training.data.mfd_dataset import resolve_chrom  # noqa: E402
+from training.data.sources import load_source  # noqa: E402
+from training.data.splits import Universe, split_bins  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = 128

@@ -14,10 +14,10 @@ import yaml
 from bench.bench_data import write_synthetic
 from mfd_common.card import ModelCard
 from training.build_store import main as build_store_main
-from training.config import ConfigError, config_from_dict, load_config
+from training.model.config import ConfigError, config_from_dict, load_config
 from training.evaluate import main as evaluate_main
-from training.labels import LabelStore
-from training.sources import load_source
+from training.data.labels import LabelStore
+from training.data.sources import load_source
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = {"seq_len": 2176, "seq_order": 2, "channels": 8}

@@ -21,7 +21,7 @@ from mfd_common.codec import MetadataCodec, MetadataError
 from mfd_common.tokens import N_CODE, reverse_complement
 
 from .augment import draw_augmentation
-from .config import AugmentConfig, Config, ConfigError
+from ..model.config import AugmentConfig, Config, ConfigError
 from .genome import Genome
 from .peaks import bin_overlaps, read_peaks
 

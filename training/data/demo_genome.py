@@ -24,7 +24,6 @@ PyPI package), rows A, C, G, T.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from dataclasses import dataclass
@@ -253,19 +252,3 @@ def generate(out: str | Path, spec: DemoSpec | None = None) -> Path:
     shutil.copyfile(TEMPLATE, out / "config.yaml")
     shutil.copyfile(MAPPING_TEMPLATE, out / "mapping.yaml")
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the MFD demo data set (genome, peaks, metadata, config).")
-    parser.add_argument("--out", default="demo_data", help="output folder (default: demo_data/)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply chromosome lengths (128-bp multiples)")
-    args = parser.parse_args(argv)
-    chroms = {c: int(round(n * args.scale / BIN)) * BIN for c, n in DEFAULT_CHROMOSOMES.items()}
-    out = generate(args.out, DemoSpec(chroms, seed=args.seed))
-    print(f"wrote demo data to {out}/ ({sum(chroms.values()) / 1e6:.2f} Mb, {len(TRACKS)} tracks); "
-          f"train with: python -m training.train --config {out}/config.yaml")
-
-
-if __name__ == "__main__":
-    main()

@@ -11,7 +11,7 @@ Layout of a store directory (`build_label_store` writes it, `LabelStore` reads i
     labels.bits    uint8 [total_bins, ceil(K / 8)]: bit k % 8 (little-endian bit order) of byte k // 8 = track k
     coverage.u16   uint16 [total_bins]: how many tracks label the bin (bins of interest = coverage >= N)
     regions.i64    optional, int64 [n]: a fixed universe (the authors' released data set's regions, in their BED's
-                   order; `training.mfd_dataset`): when present, these bins are the universe
+                   order; `training.data.mfd_dataset`): when present, these bins are the universe
 
 Building streams each peak file in chunks and ORs its bits into the memory-mapped file, one track at a time.
 Setting bits is idempotent, so the build is resumable: `progress.json` records the tracks done, and a restart

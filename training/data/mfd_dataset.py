@@ -14,7 +14,7 @@ Their layout (read from their `src/dataloading/dataloaders.py`, `src/features/la
 
 What we make of it (`build_store --mfd-dataset DIR --mfd-metadata TSV`): a store whose label bits are exactly
 their (region, label) pairs, whose universe is exactly their regions in their order (`labels/regions.i64`;
-`training.splits` then splits them as their code does), whose tracks are `target.labels` in that order, and whose
+`training.data.splits` then splits them as their code does), whose tracks are `target.labels` in that order, and whose
 `tracks.tsv` carries every column of their metadata TSV under their loader's names ('.' → '_'), with the value
 normalisation their `MetadataLoader` applies (`normalise_ages`), so their mapping YAML applies unchanged.
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import load_checkpoint
-from .config import load_config
-from .dataset import load_training_data
-from .evaluate import predict
+from ..model.checkpoint import load_checkpoint
+from ..model.config import load_config
+from ..data.dataset import load_training_data
+from ..model.predict import predict
 from .metrics import pearson
 
 GC_TRACK_TARGET = ("K562", "GATA1", "lab-A")

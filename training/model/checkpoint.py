@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from mfd_common.card import CARD_FILENAME, ModelCard, sha256_file, verify_checksums
 from mfd_common.codec import MetadataCodec
 
-from .model import MFDModel, ModelConfig
+from .network import MFDModel, ModelConfig
 
 WEIGHTS_FILENAME = "model.safetensors"
 TRAIN_STATE_FILENAME = "train_state.pt"

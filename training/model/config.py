@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from mfd_common.codec import GroupLayout, Variable
 
-from .mapping import MappingError, load_mapping, parse_mapping
-from .model import ModelConfig
+from ..data.mapping import MappingError, load_mapping, parse_mapping
+from .network import ModelConfig
 
 
 class ConfigError(ValueError):
@@ -68,7 +68,7 @@ PAPER_UNIVERSE: dict[str, Any] = {"min_overlap": 64, "min_coverage": 2, "val_fra
 
 
 class UniverseConfig(_Strict):
-    """`training.splits.Universe`: which bins are examples and how they split. Defaults = the paper's preset.
+    """`training.data.splits.Universe`: which bins are examples and how they split. Defaults = the paper's preset.
 
     min_overlap is fixed when the store is built (`build_store --min-overlap`) and must match it.
     """

@@ -18,7 +18,6 @@ batches, augmentations and dropout masks as one that never stopped.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -37,21 +36,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mfd_common.card import CARD_FILENAME, ModelCard, Track
-from mfd_common.codec import MetadataCodec, MetadataError, is_missing
+from mfd_common.codec import MetadataCodec, is_missing
 
 from .checkpoint import (TRAIN_STATE_FILENAME, WEIGHTS_FILENAME, load_checkpoint, load_train_state, save_checkpoint,
                          save_train_state)
-from .config import Config, ConfigError, load_config, parse_overrides
-from .mapping import MappingError
-from .build_store import StoreError
-from .dataset import TrackTableError
-from .evaluate import metrics_from_predictions
-from .metrics import json_safe
-from .genome import GenomeError
-from .model import MFDModel
-from .peaks import PeakFileError
+from .config import Config, ConfigError
+from ..evaluation.metrics import metrics_from_predictions
+from ..evaluation.metrics import json_safe
+from .network import MFDModel
 from .penalty import IndependencePenalty, covariance_penalty
-from .sources import DataSource, load_source
+from ..data.sources import DataSource, load_source
 
 HISTORY_FILENAME = "history.jsonl"
 VALIDATION_ORDER_SEED = 0   # the fixed random order of validation batches (see validation_loss)
@@ -180,7 +174,6 @@ def init_output_bias(model: MFDModel, positive_rate: np.ndarray) -> None:
 
 
 def versions() -> dict[str, str]:
-    import mfd_common  # noqa: F401
     try:
         from importlib.metadata import version
         package = version("mfd-serve")
@@ -398,37 +391,3 @@ def evaluate_kept_checkpoint(out: Path, data: DataSource, cfg: Config, device: t
     card.metrics = {**card.metrics, "test": json_safe(evaluate_split(kept, data, "test", cfg, device))}
     card.save(out / CARD_FILENAME)
     return card.metrics
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train an MFD model (or the baseline) from a YAML config.")
-    parser.add_argument("--config", required=True, help="YAML config (see training/configs/demo.yaml)")
-    parser.add_argument("--mapping", help="the authors' metadata mapping YAML (replaces the config's metadata)")
-    parser.add_argument("--out", help="checkpoint folder (default: runs/<name>)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from train_state.pt")
-    parser.add_argument("--force", action="store_true", help="overwrite a checkpoint already in --out")
-    parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                        help="override a config field, e.g. --set train.epochs=2 (repeatable)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--stop-after", type=int, metavar="N",
-                        help="stop after N epochs of this invocation (the schedule still spans train.epochs), e.g. "
-                             "to fit a job's wall-clock limit; continue with --resume")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, parse_overrides(args.set), mapping=args.mapping)
-        out = Path(args.out) if args.out else Path("runs") / cfg.name
-        metrics = run(cfg, out, resume=args.resume, force=args.force, progress=not args.no_progress,
-                      stop_after=args.stop_after)
-    except (ConfigError, MappingError, MetadataError, GenomeError, PeakFileError, TrackTableError, StoreError,
-            FileExistsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if int(os.environ.get("RANK", "0")) == 0 and metrics:
-        summary = {split: {k: metrics[split][k] for k in ("auroc_mean", "auprc_mean")}
-                   for split in ("val", "test") if split in metrics}
-        print(f"[mfd] done: {out} {json.dumps(summary)}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

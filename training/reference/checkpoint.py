@@ -1,11 +1,11 @@
 """Read a PyTorch Lightning checkpoint written by the authors' code (HealthML/MFD `IEAquaticDilated`), safely.
 
     read_reference_checkpoint(path) → ReferenceCheckpoint(state_dict, hparams, df_raw: Frame, source info)
-    model_config(hparams) → training.model.ModelConfig (hparams older checkpoints lack get the reference defaults)
+    model_config(hparams) → training.model.network.ModelConfig (hparams older checkpoints lack get the reference defaults)
 
 The file is a torch zip whose pickle also holds `hyper_parameters['metadata_loader']`, their pickled
 `MetadataLoader` with pandas frames. It is read with `torch.load(weights_only=True)` and an explicit allow-list of
-stand-ins (`training.reference_pickle`): nothing in the file is imported or executed; a global off the list is
+stand-ins (`training.reference.restricted_pickle`): nothing in the file is imported or executed; a global off the list is
 refused with `ReferenceImportError` naming it. Never `weights_only=False`, never `pickle.load`.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ import torch
 
 from mfd_common.card import sha256_file
 
-from .model import ModelConfig
-from .reference_pickle import ALLOW_LIST, Frame, MetadataLoader, PickleContentError, unwrap
+from ..model.network import ModelConfig
+from .restricted_pickle import ALLOW_LIST, Frame, MetadataLoader, PickleContentError, unwrap
 
 LIGHTNING_KEYS = ("state_dict", "hyper_parameters")
 

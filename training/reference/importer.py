@@ -16,10 +16,8 @@ beside it) or not at all.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -27,14 +25,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mfd_common.card import CARD_FILENAME, ModelCard, Track, sha256_file
+from mfd_common.card import ModelCard, Track, sha256_file
 from mfd_common.codec import GROUPS, MetadataCodec, MetadataError
 
-from .checkpoint import save_checkpoint
-from .export import ExportError, export_repository
-from .mapping import MappingError, load_mapping, parse_mapping
-from .model import MFDModel, ModelConfig
-from .reference_checkpoint import (ReferenceCheckpoint, ReferenceImportError, json_safe, model_config, n_classes,
+from ..model.checkpoint import save_checkpoint
+from ..repository.export import ExportError, export_repository
+from ..data.mapping import MappingError, load_mapping, parse_mapping
+from ..model.network import MFDModel, ModelConfig
+from .checkpoint import (ReferenceCheckpoint, ReferenceImportError, json_safe, model_config, n_classes,
                                    read_reference_checkpoint)
 
 # State-dict keys of theirs that our model does not hold: `model.<i>.*` aliases of stem/tower/dilated/pointwise,
@@ -186,25 +184,3 @@ def import_reference(checkpoint_path: str | Path, mapping_path: str | Path, out_
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.import_reference", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", type=Path, help="Lightning .ckpt written by the authors' code (IEAquaticDilated)")
-    parser.add_argument("--mapping", type=Path, required=True, help="the metadata mapping YAML it was trained with")
-    parser.add_argument("--out", type=Path, required=True, help="model repository to write (must not exist or be empty)")
-    parser.add_argument("--name", help="model name in the card (default: the checkpoint's file name)")
-    args = parser.parse_args(argv)
-    try:
-        out = import_reference(args.checkpoint, args.mapping, args.out, name=args.name)
-    except ReferenceImportError as err:
-        print(f"import failed: {err}", file=sys.stderr)
-        return 1
-    card = ModelCard.load(out / CARD_FILENAME)
-    print(f"imported {card.model_name!r}: {len(card.tracks)} tracks, window {card.seq_len} bases, "
-          f"d_tech={card.d_tech} d_bio={card.d_bio} → {out} (serve with MFD_MODEL_REPOSITORY={out})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,12 +18,10 @@ Other files already in `out_dir` (a README, say) are kept; the two model folders
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -38,8 +36,8 @@ from mfd_common import serving, triton_compat
 from mfd_common.tokens import reverse_complement
 
 from . import triton_config
-from .checkpoint import load_checkpoint
-from .model import MFDModel, condition_bias, reverse_complement_tokens
+from ..model.checkpoint import load_checkpoint
+from ..model.network import MFDModel, condition_bias, reverse_complement_tokens
 
 EXPORT_FORMAT_VERSION = "1"
 PARITY_ATOL = 1e-4
@@ -108,7 +106,7 @@ class ExportedTrunk(nn.Module):
 class ExportedHead(nn.Module):
     """Condition codes [K, W] float32 → (w_tech [K, D_tech], w_bio [K, D_bio], bias [K, 1]).
 
-    The bias follows the card's `bias_rule` (`training.model.condition_bias`); the service replaces it with the
+    The bias follows the card's `bias_rule` (`training.model.network.condition_bias`); the service replaces it with the
     track's own bias when a request names a trained track.
     """
 
@@ -289,41 +287,3 @@ def export_repository(checkpoint_dir: str | Path, out_dir: str | Path, *, revers
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", type=Path, help="checkpoint folder (model.safetensors + model_card.json)")
-    parser.add_argument("--out", type=Path, required=True, help="model repository to write (e.g. model_repository/)")
-    parser.add_argument("--reverse-complement-average", "--rc-average", action="store_true",
-                        help="export a trunk that averages features over both strands")
-    parser.add_argument("--max-batch-size", type=int, default=triton_config.DEFAULT_TRUNK_MAX_BATCH)
-    parser.add_argument("--head-max-batch-size", type=int, default=triton_config.DEFAULT_HEAD_MAX_BATCH)
-    parser.add_argument("--preferred-batch-sizes", type=int, nargs="*", default=None)
-    parser.add_argument("--max-queue-delay-us", type=int, default=triton_config.DEFAULT_QUEUE_DELAY_US)
-    parser.add_argument("--trunk-instance-kind", choices=["KIND_GPU", "KIND_CPU"], default="KIND_GPU")
-    parser.add_argument("--triton-tag", default=None,
-                        help="NGC tritonserver release to check the exporting torch against (default: the tag in "
-                             "k8s/components/triton/kustomization.yaml)")
-    args = parser.parse_args(argv)
-    try:
-        out = export_repository(args.checkpoint, args.out, reverse_complement_average=args.reverse_complement_average,
-                                max_batch_size=args.max_batch_size, head_max_batch_size=args.head_max_batch_size,
-                                preferred_batch_sizes=args.preferred_batch_sizes,
-                                max_queue_delay_us=args.max_queue_delay_us,
-                                trunk_instance_kind=args.trunk_instance_kind, triton_tag=args.triton_tag)
-    except (ExportError, FileNotFoundError, ValueError) as err:
-        print(f"export failed: {err}", file=sys.stderr)
-        return 1
-    card = ModelCard.load(out / CARD_FILENAME)
-    parity = card.config["export"]["parity"]
-    print(f"exported {card.model_name!r} to {out} (features max |Δ| vs eager = {parity['features_max_abs_diff']:.2e}, "
-          f"reverse_complement_average={card.reverse_complement_average})")
-    for relpath, digest in card.checksums.items():
-        size = (out / relpath).stat().st_size
-        print(f"  {relpath}  {size / 1e6:.2f} MB  sha256 {digest[:16]}…")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,8 +26,6 @@ against its `model_card.json` and exits non-zero on the first problem.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -279,24 +277,3 @@ def validate_repository(repository: str | Path, *, backend: str | None = LIBTORC
     if missing:
         raise TritonConfigError(f"{repository}: missing models {missing}")
     return configs
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Validate the config.pbtxt files of an mfd model repository.")
-    parser.add_argument("repository", nargs="+", type=Path)
-    parser.add_argument("--backend", choices=[LIBTORCH_BACKEND, PYTHON_BACKEND, "any"], default=LIBTORCH_BACKEND)
-    args = parser.parse_args(argv)
-    status = 0
-    for repository in args.repository:
-        try:
-            configs = validate_repository(repository, backend=None if args.backend == "any" else args.backend)
-        except TritonConfigError as err:
-            print(f"FAIL {err}", file=sys.stderr)
-            status = 1
-        else:
-            print(f"ok   {repository}: {', '.join(sorted(configs))}")
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Training layer (commands): validate the config.pbtxt files of model repositories (`training.repository.triton_config`).
+
+    python -m training.triton_config REPOSITORY [REPOSITORY …] [--backend pytorch_libtorch|python|any]
+
+Prints `ok` per valid repository; exits 1 if any config is invalid, naming the file and the reason.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .repository.triton_config import LIBTORCH_BACKEND, PYTHON_BACKEND, TritonConfigError, validate_repository
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Validate the config.pbtxt files of an mfd model repository.")
+    parser.add_argument("repository", nargs="+", type=Path)
+    parser.add_argument("--backend", choices=[LIBTORCH_BACKEND, PYTHON_BACKEND, "any"], default=LIBTORCH_BACKEND)
+    args = parser.parse_args(argv)
+    status = 0
+    for repository in args.repository:
+        try:
+            configs = validate_repository(repository, backend=None if args.backend == "any" else args.backend)
+        except TritonConfigError as err:
+            print(f"FAIL {err}", file=sys.stderr)
+            status = 1
+        else:
+            print(f"ok   {repository}: {', '.join(sorted(configs))}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
