@@ -43,7 +43,7 @@ def test_train_checkpoint_card_round_trip_and_resume(tiny_demo_dir, tmp_path):
     card = ModelCard.load(out / "model_card.json")
     assert [t.id for t in card.tracks][:2] == ["DEMO001", "DEMO002"] and len(card.tracks) == 14
     assert card.tracks[2].metadata["target"] == "GATA1" and isinstance(card.tracks[2].metadata["read_depth"], float)
-    assert card.d_tech + card.d_bio == 16 and card.seq_len == 2177 and card.onehot_order == 2
+    assert card.d_tech + card.d_bio == 16 and card.window_bases == 2177 and card.onehot_order == 2
     assert all(isinstance(t.bias, float) for t in card.tracks) and card.bias_rule == "nearest_tracks_mean"
     assert card.config["penalty"]["kind"] == "covariance" and card.config["model"]["channels"] == 8
     assert card.config["train"]["optimizer"] == "adam_amsgrad" and card.config["metadata"]["lab"]["type"] == "category"

@@ -132,7 +132,7 @@ def test_their_dataset_becomes_a_store_with_their_regions_labels_tracks_and_spli
     (tmp_path / "mapping.yaml").write_text(yaml.safe_dump(mapping))
     config = {"name": "theirs", "data": {"store": {"dir": str(out), "universe": "paper", "eval_max_windows": 32}},
               "metadata": {"mapping": str(tmp_path / "mapping.yaml")},
-              "model": {"seq_len": 2176, "seq_order": 2, "channels": 8},
+              "model": {"positions": 2176, "seq_order": 2, "channels": 8},
               "train": {"epochs": 1, "batch_size": 8, "threads": 1, "max_steps_per_epoch": 2}}
     source = load_source(config_from_dict(config))
     assert source.tracks.ids == TRACKS and source.split_sizes()["test"] == int(is_test.sum())

@@ -16,6 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mfd_common.geometry import BIN_SIZE
+
 from .data.dataset import TrackTableError
 from .data.encode_report import ENCODE_VARIABLES, EncodeMetadataError, select_encode_tracks
 from .data.genome import GenomeError, TokenGenome
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-overlap", type=int, default=64,
                         help="bp a peak must share with a 128-bp bin to label it (default 64, the paper's; 1 = any); "
                              "--mfd-dataset: the rule their data set was made with (64 for *_minoverlap64_*)")
-    parser.add_argument("--bin-size", type=int, default=128)
+    parser.add_argument("--bin-size", type=int, default=BIN_SIZE)
     parser.add_argument("--force", action="store_true", help="replace a store built from other inputs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""A small generated genome with tracks whose biology and technique are known: the demo and test data.
+"""Training layer (data): a small generated genome with tracks whose biology and technique are known: the demo and test
+data.
 
 No real genome can be downloaded here, so we plant the truth and check that MFD recovers it:
 
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mfd_common.geometry import BIN_SIZE
 from mfd_common.tokens import ALPHABET
 
 JASPAR: dict[str, tuple[str, list[list[int]]]] = {
@@ -99,12 +101,13 @@ TRACKS = [
     ("GM12878", "SPI1", "lab-B", "ChIP-seq", 2016, 2),
 ]
 
-BIN = 128
+BIN = BIN_SIZE
 MOTIF_BIN_RATE = 0.08      # per TF: share of bins holding one instance of its motif
 SHARPEN = 2.0              # sample instances from PFM**2 (renormalised): high-affinity sites
 COPIES = 2                 # motif instances per site (homotypic pair, one per half-bin)
-TEMPLATE = Path(__file__).with_name("configs") / "demo.yaml"
-MAPPING_TEMPLATE = Path(__file__).with_name("configs") / "demo_mapping.yaml"
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"   # training/configs/
+TEMPLATE = CONFIGS / "demo.yaml"
+MAPPING_TEMPLATE = CONFIGS / "demo_mapping.yaml"
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Where training examples come from, behind one interface, so that `train.py` keeps a single loop.
+"""Training layer (data): where training examples come from, behind one interface, so that the training loop
+(`training.model.fit`) stays one loop.
 
 Two sources:
 - `MemorySource`: the demo / small-genome path (`training.data.dataset`): FASTA + track TSV + peak files, labels as

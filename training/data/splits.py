@@ -1,4 +1,5 @@
-"""Which bins are training examples (the universe) and how they split into train / validation / test.
+"""Training layer (data): which bins are training examples (the universe) and how they split into train / validation /
+test.
 
 Two ways, both over a `LabelStore`:
 - **paper preset** (`Universe.paper()`): the authors' `128bp_minoverlap64_mincov2` data set. Labels need

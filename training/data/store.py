@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mfd_common.publish import partial_path
+
 STORE_FORMAT = 1
 STORE_FILE = "store.json"
 GENOME_DIR = "genome"
@@ -24,7 +26,6 @@ LABELS_DIR = "labels"
 TRACKS_FILE = "tracks.tsv"
 ID_COLUMN = "id"
 PEAKS_COLUMN = "peaks"
-PARTIAL_SUFFIX = ".partial"   # an unfinished build is staged in `<store>.partial/`
 
 
 class StoreError(ValueError):
@@ -56,7 +57,7 @@ def open_store(directory: str | Path) -> Store:
     directory = Path(directory)
     info_path = directory / STORE_FILE
     if not info_path.is_file():
-        partial = directory.with_name(directory.name + PARTIAL_SUFFIX)
+        partial = partial_path(directory)   # where an unfinished build is staged
         state = (f"an unfinished build is in {partial}" if partial.is_dir()
                  else "an unfinished build" if directory.is_dir() else "no directory")
         raise StoreError(f"{directory}: not a finished data store ({STORE_FILE} missing: {state}); build it, or "

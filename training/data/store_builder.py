@@ -34,16 +34,18 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from mfd_common.geometry import BIN_SIZE
+from mfd_common.publish import partial_path, publish, staged, write_atomically
+
 from .dataset import TrackTable, TrackTableError, read_track_table
 from .genome import GENOME_INDEX, GenomeError, TokenGenome, build_token_genome
-from .labels import LabelStore, TrackSource, build_label_store, replace_directory
-from .store import (GENOME_DIR, ID_COLUMN, LABELS_DIR, PARTIAL_SUFFIX, PEAKS_COLUMN, STORE_FILE, STORE_FORMAT,
-                    TRACKS_FILE, Store, StoreError, open_store)
+from .labels import LabelStore, TrackSource, build_label_store
+from .store import (GENOME_DIR, ID_COLUMN, LABELS_DIR, PEAKS_COLUMN, STORE_FILE, STORE_FORMAT, TRACKS_FILE, Store,
+                    StoreError, open_store)
 
 
 def read_tsv_header(path: Path) -> list[str]:
@@ -77,14 +79,12 @@ def _check_rows(path: Path, header: list[str]) -> None:
 
 
 def write_track_table(path: Path, table: TrackTable, variables: Sequence[str]) -> None:
-    """`id`, `peaks` (absolute path), then the variables; written under a temporary name, then renamed."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
+    """`id`, `peaks` (absolute path), then the variables; written atomically (`mfd_common.publish`)."""
+    with staged(path) as work, open(work, "w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerow([ID_COLUMN, PEAKS_COLUMN, *variables])
         for tid, peaks, row in zip(table.ids, table.peak_paths, table.metadata):
             writer.writerow([tid, str(Path(peaks).resolve()), *(row.get(v, "") for v in variables)])
-    os.replace(tmp, path)
 
 
 def _token_genome(fasta: Path, out: Path, *, force: bool, progress: bool) -> TokenGenome:
@@ -99,7 +99,7 @@ def _token_genome(fasta: Path, out: Path, *, force: bool, progress: bool) -> Tok
 
 
 def build_store(out: str | Path, fasta: str | Path, table: TrackTable, variables: Sequence[str], *,
-                source: dict[str, Any], bin_size: int = 128, min_overlap: int = 64, force: bool = False,
+                source: dict[str, Any], bin_size: int = BIN_SIZE, min_overlap: int = 64, force: bool = False,
                 progress: bool = True, labels: Callable[[Path, TokenGenome], LabelStore] | None = None) -> Store:
     """Genome → labels → track table → store.json, staged in `<out>.partial/` and renamed to `out` when complete.
 
@@ -118,7 +118,7 @@ def build_store(out: str | Path, fasta: str | Path, table: TrackTable, variables
                          f"replace it, or choose another --out")
     if out.exists() and not (out / STORE_FILE).is_file() and any(out.iterdir()):
         raise StoreError(f"{out} exists and is not a finished store; remove it or choose another --out")
-    work = out.with_name(out.name + PARTIAL_SUFFIX)   # the store is built here and renamed into place complete
+    work = partial_path(out)   # the store is built here and renamed into place complete
     work.mkdir(parents=True, exist_ok=True)
     genome = _token_genome(fasta, work / GENOME_DIR, force=force, progress=progress)
     if labels is not None:
@@ -134,8 +134,6 @@ def build_store(out: str | Path, fasta: str | Path, table: TrackTable, variables
         "min_overlap": min_overlap, "n_tracks": store.n_tracks, "n_bins": store.n_bins,
         "chromosomes": len(store.chromosomes), "tracks": store.track_ids, "variables": list(variables),
     }
-    tmp = work / (STORE_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp, work / STORE_FILE)
-    replace_directory(work, out)
+    write_atomically(work / STORE_FILE, json.dumps(info, indent=1) + "\n")
+    publish(work, out)
     return Store(out, info)

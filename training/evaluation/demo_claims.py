@@ -1,4 +1,5 @@
-"""Training layer: the paper's claims, measured on the demo data's planted truth (MFD vs the plain-head baseline).
+"""Training layer (evaluation): the paper's claims, measured on the demo data's planted truth (MFD vs the plain-head
+baseline).
 
 Why here and not in the tests: the same numbers are asserted by `tests/test_training_demo.py`, swept over seeds
 and thread counts by `bench/demo_claims_sweep.py`, and quoted in `docs/reproducibility.md`; one definition keeps

@@ -1,4 +1,5 @@
-"""Evaluation metrics in plain numpy: AUROC/AUPRC per track and independence between latent halves.
+"""Training layer (evaluation): evaluation metrics in plain numpy: AUROC/AUPRC per track and independence between latent
+halves.
 
 AUROC/AUPRC need no sklearn: a few lines each, exact (ties handled), matching sklearn's roc_auc_score and
 average_precision_score. The authors' independence measures (a random forest telling real (bio, tech) feature

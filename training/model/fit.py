@@ -1,12 +1,13 @@
-"""Train an MFD model (or the plain-head baseline): `python -m training.train --config CONFIG [--out DIR]`.
+"""Training layer (model): fit an MFD model (or the plain-head baseline); the command is `python -m training.train`.
 
-One file, top to bottom, in the order things happen (nanoGPT style): set up (distributed or not), build the data,
-build the model, loop over epochs, evaluate after each. The output folder is a checkpoint (`model.safetensors`,
+`run` goes through named phases, in the order things happen: set up (distributed or not), `prepare_data`,
+`build_model`, `build_optimisation`, `resume_state` (with --resume), then per epoch `train_epoch` and
+`validate_and_save`, and finally the test evaluation of the kept checkpoint. The output folder is a checkpoint (`model.safetensors`,
 `model_card.json`: the epoch with the best validation loss, as the reference keeps, or the last with
 `train.keep: last`) plus `train_state.pt` (last weights, optimizers, epoch) so `--resume` continues where a run
 stopped, and `history.jsonl` with one line of metrics per epoch.
 
-The recipe defaults to the authors' (see `config.py`): Adam with amsgrad, constant lr, loss = BCE +
+The recipe defaults to the authors' (see `training.model.config`): Adam with amsgrad, constant lr, loss = BCE +
 coeff_cov · independence terms; with an adversary (discriminator or R² predictors) the model steps on every
 `penalty.generator_every`-th batch and the adversary on every batch, on detached features.
 
@@ -43,7 +44,7 @@ from .checkpoint import (TRAIN_STATE_FILENAME, WEIGHTS_FILENAME, load_checkpoint
 from .config import Config, ConfigError
 from ..evaluation.metrics import metrics_from_predictions
 from ..evaluation.metrics import json_safe
-from .network import MFDModel
+from .network import MFDModel, ModelConfig
 from .penalty import IndependencePenalty, covariance_penalty
 from ..data.sources import DataSource, load_source
 
@@ -235,16 +236,81 @@ def run(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = Fal
 
 def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, progress: bool,
          stop_after: int | None = None) -> dict[str, Any]:
+    """The run in its phases: data, model, optimisation, (resumed) state, the epoch loop, the test evaluation."""
     if not resume and not force and (out / WEIGHTS_FILENAME).exists():
         raise FileExistsError(f"{out} already holds a checkpoint; pass --resume to continue it or --force to "
                               f"start over")
     seed_everything(cfg.seed)
-    data = load_source(cfg)
+    data = prepare_data(cfg, rt)
+    parts = build_model(cfg, data, rt)
+    loop = build_optimisation(cfg, data, parts.model, rt)
+    state = resume_state(out, cfg, parts, loop, rt) if resume else RunState()
+    net = distribute(parts.model, cfg, rt)
     split_sizes = data.split_sizes()
-    if rt.main:
-        sizes = ", ".join(f"{k}: {v}" for k, v in split_sizes.items())
-        print(f"[mfd] {len(data.tracks)} tracks, codec width {data.codec.width}; windows {sizes}", flush=True)
+    for epoch in range(state.start_epoch, cfg.train.epochs):
+        train_stats = train_epoch(epoch, cfg, net, parts, loop, state, rt, progress)
+        if rt.distributed:
+            dist.barrier()
+        if rt.main:
+            validate_and_save(epoch, train_stats, cfg, data, parts, loop, state, out, rt.device)
+        if rt.distributed:
+            dist.barrier()
+        if stop_after is not None and epoch + 1 - state.start_epoch >= stop_after and epoch + 1 < cfg.train.epochs:
+            if rt.main:
+                print(f"[mfd] stopping after {stop_after} epoch(s) of this run; continue with --resume", flush=True)
+            break
+    if rt.main and "test" in split_sizes and (out / WEIGHTS_FILENAME).exists():
+        return evaluate_kept_checkpoint(out, data, cfg, rt.device)
+    return state.metrics
 
+
+# ---- the phases -------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ModelParts:
+    """The model and what its loss needs beside the batch: track codes, variable masks, the independence term."""
+
+    model: MFDModel
+    codes: torch.Tensor
+    variable_masks: torch.Tensor
+    independence: IndependencePenalty
+
+
+@dataclasses.dataclass
+class Optimisation:
+    """Batches and steps: the sampler and loader of the training split, the optimizer and its schedule."""
+
+    train_set: torch.utils.data.Dataset
+    sampler: torch.utils.data.DistributedSampler
+    loader: torch.utils.data.DataLoader
+    local_batch: int
+    steps_per_epoch: int
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+
+@dataclasses.dataclass
+class RunState:
+    """What carries over from epoch to epoch (and, through train_state.pt, from a run to its --resume)."""
+
+    start_epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    best_loss: float = math.inf
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def prepare_data(cfg: Config, rt: Runtime) -> DataSource:
+    """The data source the config names (store or in-memory files), with its split sizes printed."""
+    data = load_source(cfg)
+    if rt.main:
+        sizes = ", ".join(f"{k}: {v}" for k, v in data.split_sizes().items())
+        print(f"[mfd] {len(data.tracks)} tracks, codec width {data.codec.width}; windows {sizes}", flush=True)
+    return data
+
+
+def build_model(cfg: Config, data: DataSource, rt: Runtime) -> ModelParts:
+    """The model on the device (biases at the positive rates if asked), the codes and the independence term."""
     model = MFDModel(dataclasses.replace(cfg.model), data.codec, n_tracks=len(data.tracks),
                      track_codes=torch.as_tensor(data.codes)).to(rt.device)
     if cfg.train.init_output_bias:
@@ -256,7 +322,11 @@ def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, prog
     independence = IndependencePenalty(penalty_kind, model.d_bio, model.d_tech,
                                        frobenius=cfg.penalty.norm == "frobenius", hidden=cfg.penalty.hidden,
                                        layers=cfg.penalty.layers, lr=cfg.penalty.lr).to(rt.device)
+    return ModelParts(model, codes, variable_masks, independence)
 
+
+def build_optimisation(cfg: Config, data: DataSource, model: MFDModel, rt: Runtime) -> Optimisation:
+    """This rank's sampler and loader, the steps per epoch, the optimizer and the learning-rate schedule."""
     train_set = data.train_set
     local_batch = max(2, cfg.train.batch_size // rt.world)
     sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=rt.world, rank=rt.rank, shuffle=True,
@@ -274,114 +344,119 @@ def _run(cfg: Config, out: Path, rt: Runtime, *, resume: bool, force: bool, prog
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(total_steps, min(100, total_steps // 10 + 1), cfg.train.schedule))
+    return Optimisation(train_set, sampler, loader, local_batch, steps_per_epoch, optimizer, scheduler)
 
-    start_epoch, step, history, best_loss = 0, 0, [], math.inf
-    if resume:
-        state = load_train_state(out)
-        if state is None:
-            raise FileNotFoundError(f"--resume: {out / TRAIN_STATE_FILENAME} does not exist")
-        saved_model_cfg = json.loads(state["config"])["model"]
-        if saved_model_cfg != dataclasses.asdict(cfg.model):
-            raise ConfigError("model", f"differs from the checkpoint being resumed ({out}); resume with the same "
-                                       f"model config")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])  # restores the current lr; the scheduler continues from it
-        scheduler.load_state_dict(state["scheduler"])
-        independence.load_state_dict(state["independence"])
-        if independence.optimizer is not None:
-            independence.optimizer.load_state_dict(state["independence_optimizer"])
-        start_epoch, step, history = int(state["epoch"]), int(state["step"]), json.loads(state["history"])
-        best_loss = float(state.get("best_loss", math.inf))
-        if rt.main:
-            print(f"[mfd] resuming {out} at epoch {start_epoch} (step {step})", flush=True)
 
-    net: torch.nn.Module = model
-    if rt.distributed:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
-            find_unused_parameters=cfg.model.head_kind == "mfd")
+def resume_state(out: Path, cfg: Config, parts: ModelParts, loop: Optimisation, rt: Runtime) -> RunState:
+    """Load train_state.pt into the model, optimizers and schedule; the epoch, step and history it reached."""
+    state = load_train_state(out)
+    if state is None:
+        raise FileNotFoundError(f"--resume: {out / TRAIN_STATE_FILENAME} does not exist")
+    saved_model_cfg = dataclasses.asdict(ModelConfig.from_dict(json.loads(state["config"])["model"]))
+    if saved_model_cfg != dataclasses.asdict(cfg.model):
+        raise ConfigError("model", f"differs from the checkpoint being resumed ({out}); resume with the same "
+                                   f"model config")
+    parts.model.load_state_dict(state["model"])
+    loop.optimizer.load_state_dict(state["optimizer"])  # restores the current lr; the scheduler continues from it
+    loop.scheduler.load_state_dict(state["scheduler"])
+    parts.independence.load_state_dict(state["independence"])
+    if parts.independence.optimizer is not None:
+        parts.independence.optimizer.load_state_dict(state["independence_optimizer"])
+    history = json.loads(state["history"])
+    resumed = RunState(int(state["epoch"]), int(state["step"]), history, float(state.get("best_loss", math.inf)),
+                       history[-1]["metrics"] if history else {})
+    if rt.main:
+        print(f"[mfd] resuming {out} at epoch {resumed.start_epoch} (step {resumed.step})", flush=True)
+    return resumed
 
-    metrics: dict[str, Any] = history[-1]["metrics"] if history else {}
-    for epoch in range(start_epoch, cfg.train.epochs):
-        seed_everything(cfg.seed * 1000 + epoch * 10 + rt.rank)
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        net.train()
-        sums = {"loss": 0.0, "task": 0.0, "penalty": 0.0, "adversary": 0.0}
-        started = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not (progress and rt.main),
-                   leave=False, dynamic_ncols=True, file=sys.stderr)
-        for i, (tokens, labels) in enumerate(loader):
-            if i >= steps_per_epoch:
-                break
-            tokens, labels = tokens.to(rt.device, non_blocking=True), labels.to(rt.device, non_blocking=True)
-            output = net(tokens, metadata_dropout(codes, variable_masks, cfg.train.metadata_dropout))
-            task = F.binary_cross_entropy_with_logits(output["logits"], labels)
-            f = output["features"]
-            f_tech, f_bio = f[:, :model.d_tech], f[:, model.d_tech:]
-            terms = independence.model_term(f_bio, f_tech)
-            penalty = sum(terms.values(), torch.zeros((), device=rt.device))
-            ramp = min(1.0, (step + 1) / cfg.penalty.warmup_steps) if cfg.penalty.warmup_steps else 1.0
-            loss = task + cfg.penalty.coeff * ramp * penalty
-            optimizer.zero_grad(set_to_none=True)
-            if not independence.has_adversary or i % cfg.penalty.generator_every == 0:
-                loss.backward()
-                if cfg.train.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                optimizer.step()
-            sums["adversary"] += independence.adversary_step(f_bio, f_tech)
-            scheduler.step()
-            step += 1
-            sums["loss"] += float(loss.detach())
-            sums["task"] += float(task.detach())
-            sums["penalty"] += float(penalty.detach())
-            bar.update(1)
-            bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.4f}", pen=f"{sums['penalty'] / (i + 1):.3f}")
-        bar.close()
-        elapsed = time.perf_counter() - started
-        train_stats = {k: v / steps_per_epoch for k, v in sums.items()}
-        train_stats["windows_per_s"] = steps_per_epoch * local_batch * rt.world / elapsed
 
-        if rt.distributed:
-            dist.barrier()
-        if rt.main:
-            epoch_metrics = {"epoch": epoch + 1, "step": step, "train": train_stats,
-                             "val": evaluate_split(model, data, "val", cfg, rt.device)}
-            history.append({"epoch": epoch + 1, "metrics": epoch_metrics})
-            val = epoch_metrics["val"]
-            improved = val["loss"] < best_loss or cfg.train.keep == "last"
-            if improved:
-                best_loss, metrics = min(best_loss, val["loss"]), epoch_metrics
-            print(f"[mfd] epoch {epoch + 1}/{cfg.train.epochs} step {step}: loss {train_stats['loss']:.4f} "
-                  f"(task {train_stats['task']:.4f}, penalty {train_stats['penalty']:.4f}) "
-                  f"{train_stats['windows_per_s']:.0f} windows/s | val loss {val['loss']:.4f}"
-                  f"{' (best)' if improved else ''} AUROC {val['auroc_mean']:.4f} "
-                  f"AUPRC {val['auprc_mean']:.4f} | bio–tech mean |corr| "
-                  f"{val['independence']['mean_abs_corr']:.4f}", flush=True)
-            train_state = {
-                "epoch": epoch + 1, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "config": json.dumps(cfg.to_dict()),
-                "history": json.dumps(history), "best_loss": best_loss,
-                "independence": independence.state_dict(),
-            }
-            if independence.optimizer is not None:
-                train_state["independence_optimizer"] = independence.optimizer.state_dict()
-            if improved:
-                save_checkpoint(model, build_card(cfg, data, model, metrics), out, train_state)
-            else:
-                save_train_state(out, train_state)
-            with open(out / HISTORY_FILENAME, "a") as handle:
-                handle.write(json.dumps(json_safe({"epoch": epoch + 1, "step": step, "train": train_stats, "val": {
-                    k: v for k, v in epoch_metrics["val"].items() if k != "per_track"}}), allow_nan=False) + "\n")
-        if rt.distributed:
-            dist.barrier()
-        if stop_after is not None and epoch + 1 - start_epoch >= stop_after and epoch + 1 < cfg.train.epochs:
-            if rt.main:
-                print(f"[mfd] stopping after {stop_after} epoch(s) of this run; continue with --resume", flush=True)
+def distribute(model: MFDModel, cfg: Config, rt: Runtime) -> torch.nn.Module:
+    """The module the loop calls: the model itself, or its DistributedDataParallel wrapper under torchrun."""
+    if not rt.distributed:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+        find_unused_parameters=cfg.model.head_kind == "mfd")
+
+
+def train_epoch(epoch: int, cfg: Config, net: torch.nn.Module, parts: ModelParts, loop: Optimisation,
+                state: RunState, rt: Runtime, progress: bool) -> dict[str, float]:
+    """One epoch of steps (seeded from seed, epoch and rank); returns the mean losses and the throughput."""
+    model, independence = parts.model, parts.independence
+    seed_everything(cfg.seed * 1000 + epoch * 10 + rt.rank)
+    loop.sampler.set_epoch(epoch)
+    loop.train_set.set_epoch(epoch)
+    net.train()
+    sums = {"loss": 0.0, "task": 0.0, "penalty": 0.0, "adversary": 0.0}
+    started = time.perf_counter()
+    bar = tqdm(total=loop.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+               disable=not (progress and rt.main), leave=False, dynamic_ncols=True, file=sys.stderr)
+    for i, (tokens, labels) in enumerate(loop.loader):
+        if i >= loop.steps_per_epoch:
             break
-    if rt.main and "test" in split_sizes and (out / WEIGHTS_FILENAME).exists():
-        metrics = evaluate_kept_checkpoint(out, data, cfg, rt.device)
-    return metrics
+        tokens, labels = tokens.to(rt.device, non_blocking=True), labels.to(rt.device, non_blocking=True)
+        output = net(tokens, metadata_dropout(parts.codes, parts.variable_masks, cfg.train.metadata_dropout))
+        task = F.binary_cross_entropy_with_logits(output["logits"], labels)
+        f = output["features"]
+        f_tech, f_bio = f[:, :model.d_tech], f[:, model.d_tech:]
+        terms = independence.model_term(f_bio, f_tech)
+        penalty = sum(terms.values(), torch.zeros((), device=rt.device))
+        ramp = min(1.0, (state.step + 1) / cfg.penalty.warmup_steps) if cfg.penalty.warmup_steps else 1.0
+        loss = task + cfg.penalty.coeff * ramp * penalty
+        loop.optimizer.zero_grad(set_to_none=True)
+        if not independence.has_adversary or i % cfg.penalty.generator_every == 0:
+            loss.backward()
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            loop.optimizer.step()
+        sums["adversary"] += independence.adversary_step(f_bio, f_tech)
+        loop.scheduler.step()
+        state.step += 1
+        sums["loss"] += float(loss.detach())
+        sums["task"] += float(task.detach())
+        sums["penalty"] += float(penalty.detach())
+        bar.update(1)
+        bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.4f}", pen=f"{sums['penalty'] / (i + 1):.3f}")
+    bar.close()
+    elapsed = time.perf_counter() - started
+    train_stats = {k: v / loop.steps_per_epoch for k, v in sums.items()}
+    train_stats["windows_per_s"] = loop.steps_per_epoch * loop.local_batch * rt.world / elapsed
+    return train_stats
+
+
+def validate_and_save(epoch: int, train_stats: dict[str, float], cfg: Config, data: DataSource, parts: ModelParts,
+                      loop: Optimisation, state: RunState, out: Path, device: torch.device) -> None:
+    """Rank 0 after an epoch: validate, keep the checkpoint if it improved (else only the resumable state), and
+    append the epoch's line to history.jsonl."""
+    model, independence = parts.model, parts.independence
+    epoch_metrics = {"epoch": epoch + 1, "step": state.step, "train": train_stats,
+                     "val": evaluate_split(model, data, "val", cfg, device)}
+    state.history.append({"epoch": epoch + 1, "metrics": epoch_metrics})
+    val = epoch_metrics["val"]
+    improved = val["loss"] < state.best_loss or cfg.train.keep == "last"
+    if improved:
+        state.best_loss, state.metrics = min(state.best_loss, val["loss"]), epoch_metrics
+    print(f"[mfd] epoch {epoch + 1}/{cfg.train.epochs} step {state.step}: loss {train_stats['loss']:.4f} "
+          f"(task {train_stats['task']:.4f}, penalty {train_stats['penalty']:.4f}) "
+          f"{train_stats['windows_per_s']:.0f} windows/s | val loss {val['loss']:.4f}"
+          f"{' (best)' if improved else ''} AUROC {val['auroc_mean']:.4f} "
+          f"AUPRC {val['auprc_mean']:.4f} | bio–tech mean |corr| "
+          f"{val['independence']['mean_abs_corr']:.4f}", flush=True)
+    train_state = {
+        "epoch": epoch + 1, "step": state.step, "model": model.state_dict(), "optimizer": loop.optimizer.state_dict(),
+        "scheduler": loop.scheduler.state_dict(), "config": json.dumps(cfg.to_dict()),
+        "history": json.dumps(state.history), "best_loss": state.best_loss,
+        "independence": independence.state_dict(),
+    }
+    if independence.optimizer is not None:
+        train_state["independence_optimizer"] = independence.optimizer.state_dict()
+    if improved:
+        save_checkpoint(model, build_card(cfg, data, model, state.metrics), out, train_state)
+    else:
+        save_train_state(out, train_state)
+    with open(out / HISTORY_FILENAME, "a") as handle:
+        handle.write(json.dumps(json_safe({"epoch": epoch + 1, "step": state.step, "train": train_stats, "val": {
+            k: v for k, v in epoch_metrics["val"].items() if k != "per_track"}}), allow_nan=False) + "\n")
 
 
 def evaluate_kept_checkpoint(out: Path, data: DataSource, cfg: Config, device: torch.device) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Read a PyTorch Lightning checkpoint written by the authors' code (HealthML/MFD `IEAquaticDilated`), safely.
+"""Training layer (reference): read a PyTorch Lightning checkpoint written by the authors' code (HealthML/MFD
+`IEAquaticDilated`), safely.
 
     read_reference_checkpoint(path) → ReferenceCheckpoint(state_dict, hparams, df_raw: Frame, source info)
     model_config(hparams) → training.model.network.ModelConfig (hparams older checkpoints lack get the reference defaults)
@@ -38,9 +39,9 @@ REFERENCE_DEFAULTS: dict[str, Any] = {
     "biological_subspace_ratio": 0.5, "biological_subspace_n": None, "technical_subspace_n": None,
     "linearly_embed_direct_features": False, "labels_encoder": False, "learn_signal_to_noise": False,
 }
-# Their hparam → our ModelConfig field.
+# Their hparam → our ModelConfig field (their `seq_len` counts one-hot positions: our `positions`).
 CONFIG_FIELDS = {
-    "seq_len": "seq_len", "seq_order": "seq_order", "C": "channels", "L1": "tower_layers", "L2": "dilated_layers",
+    "seq_len": "positions", "seq_order": "seq_order", "C": "channels", "L1": "tower_layers", "L2": "dilated_layers",
     "D": "dilation_rate", "tower_kernel_size": "tower_kernel", "crop": "crop", "activation": "activation",
     "biological_subspace_ratio": "biological_subspace_ratio", "dilated_residual_dropout": "dropout_dilated",
     "pointwise_dropout": "dropout_pointwise", "linearly_embed_direct_features": "linearly_embed_direct_features",

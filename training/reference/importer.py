@@ -1,4 +1,5 @@
-"""Import a checkpoint trained with the authors' code into a model repository the service serves unchanged.
+"""Training layer (reference): import a checkpoint trained with the authors' code into a model repository the service
+serves unchanged.
 
     python -m training.import_reference CHECKPOINT.ckpt --mapping MAPPING.yaml --out DIR [--name NAME]
 
@@ -16,8 +17,6 @@ beside it) or not at all.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +26,7 @@ import torch
 
 from mfd_common.card import ModelCard, Track, sha256_file
 from mfd_common.codec import GROUPS, MetadataCodec, MetadataError
+from mfd_common.publish import publish
 
 from ..model.checkpoint import save_checkpoint
 from ..repository.export import ExportError, export_repository
@@ -172,15 +172,13 @@ def import_reference(checkpoint_path: str | Path, mapping_path: str | Path, out_
     card = build_card(name or checkpoint_path.stem, model, codec, ids, rows, checkpoint, mapping)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.import-", dir=out_dir.parent))
-    try:
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.import-", dir=out_dir.parent) as scratch:
+        staging = Path(scratch)
         save_checkpoint(model, card, staging / "checkpoint")
         try:
             export_repository(staging / "checkpoint", staging / "repository")
         except (ExportError, ValueError, FileNotFoundError) as err:
             raise ReferenceImportError(f"{checkpoint_path}: export failed: {err}") from None
         _check_out_dir(out_dir)
-        os.replace(staging / "repository", out_dir)  # rename(2) also replaces an empty directory
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        publish(staging / "repository", out_dir)
     return out_dir

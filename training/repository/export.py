@@ -1,4 +1,4 @@
-"""Checkpoint → Triton model repository (TorchScript, parity-checked against eager).
+"""Training layer (export): checkpoint → Triton model repository (TorchScript, parity-checked against eager).
 
     python -m training.export CKPT --out model_repository/ [--reverse-complement-average] [--max-batch-size 256]
 
@@ -19,9 +19,7 @@ Other files already in `out_dir` (a README, say) are kept; the two model folders
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import platform
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -33,6 +31,7 @@ from torch import nn
 
 from mfd_common.card import CARD_FILENAME, HEAD_MODEL, TRUNK_MODEL, ModelCard, sha256_file, verify_checksums
 from mfd_common import serving, triton_compat
+from mfd_common.publish import publish
 from mfd_common.tokens import reverse_complement
 
 from . import triton_config
@@ -235,10 +234,10 @@ def export_repository(checkpoint_dir: str | Path, out_dir: str | Path, *, revers
     source_checksums = dict(card.checksums)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
-    try:
-        trunk_file = staging / TRUNK_MODEL / "1" / triton_config.MODEL_FILENAME
-        head_file = staging / HEAD_MODEL / "1" / triton_config.MODEL_FILENAME
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as scratch:
+        staging = Path(scratch)
+        trunk_file = serving.model_file(staging, TRUNK_MODEL)
+        head_file = serving.model_file(staging, HEAD_MODEL)
         trunk_file.parent.mkdir(parents=True)
         head_file.parent.mkdir(parents=True)
         with torch.no_grad():
@@ -261,10 +260,10 @@ def export_repository(checkpoint_dir: str | Path, out_dir: str | Path, *, revers
         for spec in (trunk, head):
             text = triton_config.render_config(spec, comment=note)
             triton_config.check_config(triton_config.parse_config(text), spec, backend=triton_config.LIBTORCH_BACKEND)
-            (staging / spec.name / "config.pbtxt").write_text(text)
+            (staging / spec.name / serving.CONFIG_FILENAME).write_text(text)
 
         card.reverse_complement_average = bool(reverse_complement_average)
-        card.checksums = {f"{name}/1/{triton_config.MODEL_FILENAME}": sha256_file(path)
+        card.checksums = {serving.model_file_key(name): sha256_file(path)
                           for name, path in ((TRUNK_MODEL, trunk_file), (HEAD_MODEL, head_file))}
         card.versions = {**card.versions, **_versions()}
         card.config = {**card.config, "export": {
@@ -278,12 +277,6 @@ def export_repository(checkpoint_dir: str | Path, out_dir: str | Path, *, revers
         card.save(staging / CARD_FILENAME)
         verify_checksums(card, staging)
 
-        for name in (TRUNK_MODEL, HEAD_MODEL):
-            target = out_dir / name
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging / name, target)
-        os.replace(staging / CARD_FILENAME, out_dir / CARD_FILENAME)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for name in (TRUNK_MODEL, HEAD_MODEL, CARD_FILENAME):   # the models first, the card that names them last
+            publish(staging / name, out_dir / name)
     return out_dir

@@ -34,9 +34,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from mfd_common.card import CARD_FILENAME, HEAD_MODEL, TRUNK_MODEL, ModelCard
-from mfd_common.serving import PARAM_MODEL_SHA256, model_file_key, served_tensors
-
-MODEL_FILENAME = "model.pt"
+from mfd_common.serving import (CONFIG_FILENAME, MODEL_FILENAME, PARAM_MODEL_SHA256, model_file_key,
+                                 served_tensors)
 LIBTORCH_PLATFORM = "pytorch_libtorch"
 LIBTORCH_BACKEND = "pytorch"
 PYTHON_BACKEND = "python"
@@ -163,7 +162,7 @@ def render_config(spec: ModelSpec, *, backend: str = LIBTORCH_BACKEND, comment: 
 
 # ---- validation ------------------------------------------------------------------------------------------
 
-def parse_config(text: str, source: str = "config.pbtxt") -> mc.ModelConfig:
+def parse_config(text: str, source: str = CONFIG_FILENAME) -> mc.ModelConfig:
     config = mc.ModelConfig()
     try:
         text_format.Parse(text, config)
@@ -177,7 +176,7 @@ def _dtype_name(value: int) -> str:
 
 
 def check_config(config: mc.ModelConfig, spec: ModelSpec, *, backend: str | None = None,
-                 source: str = "config.pbtxt") -> None:
+                 source: str = CONFIG_FILENAME) -> None:
     """Raise TritonConfigError listing every difference between `config` and the shape contract `spec`."""
     problems: list[str] = []
     if config.name != spec.name:
@@ -249,7 +248,7 @@ def validate_repository(repository: str | Path, *, backend: str | None = LIBTORC
     card = ModelCard.load(card_path)
     specs = expected_specs(card)
     configs: dict[str, mc.ModelConfig] = {}
-    for path in sorted(repository.glob("*/config.pbtxt")):
+    for path in sorted(repository.glob(f"*/{CONFIG_FILENAME}")):
         config = parse_config(path.read_text(), str(path))
         model_name = path.parent.name
         if model_name not in specs:
@@ -263,7 +262,7 @@ def validate_repository(repository: str | Path, *, backend: str | None = LIBTORC
                 raise TritonConfigError(f"{version}: {MODEL_FILENAME} is missing")
         recorded = config.parameters[PARAM_MODEL_SHA256].string_value if PARAM_MODEL_SHA256 in config.parameters \
             else None
-        expected_sha = card.checksums.get(model_file_key(model_name, MODEL_FILENAME))
+        expected_sha = card.checksums.get(model_file_key(model_name))
         if recorded != expected_sha:
             raise TritonConfigError(f"{path}: parameter {PARAM_MODEL_SHA256} is {recorded!r}, the model card "
                                     f"says {expected_sha!r}: config and card come from different exports")
