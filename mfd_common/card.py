@@ -1,4 +1,4 @@
-"""Contract (mfd_common): the model card, everything a consumer needs to use an exported MFD model without training code.
+"""Contract (mfd_common): the model card, all a consumer needs to use an exported MFD model without training code.
 
 It travels as `model_card.json` next to the checkpoint and at the root of the Triton model repository.
 Checksums let the service refuse a repository whose weights do not match the card they were exported with.

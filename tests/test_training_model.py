@@ -38,7 +38,7 @@ def test_forward_shapes(head_kind, order, window):
 def test_trunk_matches_the_reference_parameter_count_widths_and_names():
     codec = tiny_codec()
     big = MFDModel(ModelConfig(channels=768), codec, 4)
-    assert trunk_parameter_count(big) == 17_844_957  # MFD_REFERENCE.md: the trunk at C=768
+    assert trunk_parameter_count(big) == 17_844_957  # docs/reference-facts.md: the trunk at C=768
     assert sum(p.numel() for p in big.bn_features.parameters()) == 3072
     small = tiny_model().state_dict()
     c30 = MFDModel(ModelConfig(channels=30), codec, 4).state_dict()

@@ -17,8 +17,8 @@ from .repository import triton_config
 from .repository.export import ExportError, export_repository
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.export",
-                                     description="Checkpoint → Triton model repository (TorchScript, parity-checked against eager).")
+    parser = argparse.ArgumentParser(prog="python -m training.export", description="Checkpoint → Triton model "
+                                     "repository (TorchScript, parity-checked against eager).")
     parser.add_argument("checkpoint", type=Path, help="checkpoint folder (model.safetensors + model_card.json)")
     parser.add_argument("--out", type=Path, required=True, help="model repository to write (e.g. model_repository/)")
     parser.add_argument("--reverse-complement-average", "--rc-average", action="store_true",

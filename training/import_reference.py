@@ -18,9 +18,10 @@ from .reference.importer import import_reference
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.import_reference",
-                                     description="Import a checkpoint trained with the authors' code into a model repository the "
-                                                 "service serves unchanged.")
-    parser.add_argument("checkpoint", type=Path, help="Lightning .ckpt written by the authors' code (IEAquaticDilated)")
+                                     description="Import a checkpoint trained with the authors' code into a model "
+                                                 "repository the service serves unchanged.")
+    parser.add_argument("checkpoint", type=Path,
+                        help="Lightning .ckpt written by the authors' code (IEAquaticDilated)")
     parser.add_argument("--mapping", type=Path, required=True, help="the metadata mapping YAML it was trained with")
     parser.add_argument("--out", type=Path, required=True, help="model repository to write (must not exist or be empty)")
     parser.add_argument("--name", help="model name in the card (default: the checkpoint's file name)")

@@ -1,4 +1,4 @@
-"""Training layer (commands): validate the config.pbtxt files of model repositories (`training.repository.triton_config`).
+"""Training layer (commands): validate the config.pbtxt files of model repositories (`training.repository`).
 
     python -m training.triton_config REPOSITORY [REPOSITORY …] [--backend pytorch_libtorch|python|any]
 

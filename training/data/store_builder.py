@@ -1,14 +1,6 @@
 """Training layer (data): build a paper-scale data store: token genome + bit-packed labels + the track table.
 
-The command is `python -m training.build_store` (`training/build_store.py`):
-
-    python -m training.build_store --fasta GRCh38.fa --encode-metadata metadata.tsv [--assembly GRCh38] \\
-        [--encode-experiments experiments.tsv] [--status released] [--all-outputs] [--peaks-dir DIR] \\
-        --out STORE_DIR [--min-overlap 64]
-    python -m training.build_store --fasta genome.fa --tracks tracks.tsv --out STORE_DIR [--min-overlap 64]
-    python -m training.build_store --fasta Homo_sapiens.GRCh38.dna.primary_assembly.fa \\
-        --mfd-dataset data/processed/GRCh38/221111_128bp_minoverlap64_mincov2_nc10_tissues \\
-        --mfd-metadata data/processed/221111_encode_metadata_processed.tsv --out STORE_DIR
+The command is `python -m training.build_store` (`training/build_store.py`, with examples); its inputs:
 
 `--encode-metadata` is the ENCODE portal's files report as downloaded (`training/data/encode_report.py`: released bed
 narrowPeak / broadPeak files of one assembly, one per experiment, peak files `ENCFF….bed.gz` next to it or in
@@ -16,19 +8,14 @@ narrowPeak / broadPeak files of one assembly, one per experiment, peak files `EN
 id column, a peak-file column, any metadata columns). `--mfd-dataset` is the authors' released data set
 (`training/data/mfd_dataset.py`: their regions, labels, tracks and metadata columns, exactly).
 
-The store directory (what `data.store.dir` of a training config names):
+The store directory it writes (what `data.store.dir` of a training config names) is laid out in
+`training.data.store`; the ENCODE track table's variable columns are the `ENCODE_VARIABLES` names (e.g. `target`
+"CTCF" from "CTCF-human"), --tracks keeps the input's columns as they are.
 
-    store.json    written last: the build is complete; inputs, assembly, min overlap, tracks, variables
-    genome/       genome.u8 + genome.json: the FASTA as memory-mapped uint8 tokens (`training.data.genome`)
-    labels/       labels.bits + coverage.u16 + meta.json: one bit per (128-bp bin, track) (`training.data.labels`)
-    tracks.tsv    one row per track, in store order (= label bit order = model output order): `id`, `peaks`
-                  and one column per model variable (ENCODE: the `ENCODE_VARIABLES` names, e.g. `target`
-                  "CTCF" from "CTCF-human"; --tracks: the input's columns as they are)
-
-Staged: everything is built in `<out>.partial/` and renamed to `out` complete, so `out` is either a finished
-store or absent. Restartable: each step keeps what is complete (the genome once encoded, the label tracks already set — see
-`training.data.labels`), so rerunning the same command after an interruption or a fixed input file finishes the
-build. Bad input exits with status 2 and one line naming the file and line, never a traceback.
+Staged: everything is built in `<out>.partial/` and published as `out` complete (`mfd_common.publish`), so `out`
+is either a finished store or absent. Restartable: each step keeps what is complete (the genome once encoded, the
+label tracks already set — see `training.data.labels`), so rerunning the same command after an interruption or a
+fixed input file finishes the build.
 """
 from __future__ import annotations
 

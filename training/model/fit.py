@@ -1,4 +1,4 @@
-"""Training layer (model): fit an MFD model (or the plain-head baseline); the command is `python -m training.train`.
+"""Training layer (model): fit an MFD model (or the plain-head baseline); the command is `training.train`.
 
 `run` goes through named phases, in the order things happen: set up (distributed or not), `prepare_data`,
 `build_model`, `build_optimisation`, `resume_state` (with --resume), then per epoch `train_epoch` and

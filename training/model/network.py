@@ -2,7 +2,7 @@
 state-dict names.
 
     tokens [N, L] uint8 ──one-hot──► stem ─► tower ─► dilated ─► crop ─► pointwise ─► bn_features
-        └─ L = positions + seq_order − 1 bases; order 2 → 16 dinucleotide channels × `positions` positions
+        └─ L = positions + seq_order − 1 bases; order 2 → 16 dinucleotide channels × `positions`
            (2177 bases → 2176 positions: `mfd_common.geometry`)
     features f = [f_tech | f_bio]                                                   (N × 2C; technical first)
     condition codes [K, W] ─► metadata_embedding ─► w_tech (K × D_tech), w_bio (K × D_bio)
