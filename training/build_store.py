@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 from mfd_common.geometry import BIN_SIZE
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             raise StoreError("--mfd-dataset and --mfd-metadata go together")
         if args.encode_experiments and not args.encode_metadata:
             raise StoreError("--encode-experiments goes with --encode-metadata")
-        labels = None
+        labels: Callable[[Path, TokenGenome], LabelStore] | None = None   # default: labels from the peak files
         if args.encode_metadata:
             metadata = Path(args.encode_metadata)
             statuses = None if args.status == "any" else [s.strip() for s in args.status.split(",") if s.strip()]
@@ -90,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             table, variables = read_metadata(metadata, label_ids, h5)
             source = {"source": "mfd-dataset", "dataset": str(directory.resolve()), "metadata": str(metadata.resolve())}
 
-            def labels(out: Path, genome: TokenGenome) -> LabelStore:
+            def their_labels(out: Path, genome: TokenGenome) -> LabelStore:
                 dataset = open_dataset(directory, genome.sizes, args.bin_size)
                 return build_labels(dataset, out, genome.sizes, bin_size=args.bin_size, min_overlap=args.min_overlap)
+            labels = their_labels
         else:
             metadata = Path(args.tracks)
             table = read_own_tracks(metadata, args.id_column, args.peaks_template)

@@ -20,8 +20,8 @@ import torch
 from mfd_common.codec import MetadataCodec, MetadataError
 from mfd_common.tokens import N_CODE, reverse_complement
 
-from .augment import draw_augmentation
 from ..model.config import AugmentConfig, Config, ConfigError
+from .augment import draw_augmentation
 from .genome import Genome
 from .peaks import bin_overlaps, read_peaks
 

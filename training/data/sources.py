@@ -20,15 +20,15 @@ import torch
 
 from mfd_common.codec import MetadataCodec
 
-from .store import StoreError, open_store
 from ..model.config import Config, ConfigError
+from ..model.network import MFDModel
+from ..model.predict import predict, predict_dataset, subsample_index
 from .dataset import (TrackTable, TrainingData, WindowDataset, Windows, collate_batched, load_training_data,
                       tracks_and_codec)
-from ..model.predict import predict, predict_dataset, subsample_index
 from .labels import LabelStore, LabelStoreError
 from .loader import StoreWindowDataset, make_loader
-from ..model.network import MFDModel
 from .splits import SplitError, Universe, split_bins
+from .store import StoreError, open_store
 
 SPLITS = ("train", "val", "test")
 RATE_SAMPLE = 200_000   # training windows read to estimate each track's positive rate (init_output_bias)

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from ..data.dataset import load_training_data
 from ..model.checkpoint import load_checkpoint
 from ..model.config import load_config
-from ..data.dataset import load_training_data
 from ..model.predict import predict
 from .metrics import pearson
 

@@ -39,14 +39,13 @@ from tqdm.auto import tqdm
 from mfd_common.card import CARD_FILENAME, ModelCard, Track
 from mfd_common.codec import MetadataCodec, is_missing
 
+from ..data.sources import DataSource, load_source
+from ..evaluation.metrics import json_safe, metrics_from_predictions
 from .checkpoint import (TRAIN_STATE_FILENAME, WEIGHTS_FILENAME, load_checkpoint, load_train_state, save_checkpoint,
                          save_train_state)
 from .config import Config, ConfigError
-from ..evaluation.metrics import metrics_from_predictions
-from ..evaluation.metrics import json_safe
 from .network import MFDModel, ModelConfig
 from .penalty import IndependencePenalty, covariance_penalty
-from ..data.sources import DataSource, load_source
 
 HISTORY_FILENAME = "history.jsonl"
 VALIDATION_ORDER_SEED = 0   # the fixed random order of validation batches (see validation_loss)

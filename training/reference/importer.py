@@ -28,12 +28,12 @@ from mfd_common.card import ModelCard, Track, sha256_file
 from mfd_common.codec import GROUPS, MetadataCodec, MetadataError
 from mfd_common.publish import publish
 
-from ..model.checkpoint import save_checkpoint
-from ..repository.export import ExportError, export_repository
 from ..data.mapping import MappingError, load_mapping, parse_mapping
+from ..model.checkpoint import save_checkpoint
 from ..model.network import MFDModel, ModelConfig
+from ..repository.export import ExportError, export_repository
 from .checkpoint import (ReferenceCheckpoint, ReferenceImportError, json_safe, model_config, n_classes,
-                                   read_reference_checkpoint)
+                         read_reference_checkpoint)
 
 # State-dict keys of theirs that our model does not hold: `model.<i>.*` aliases of stem/tower/dilated/pointwise,
 # the baseline `head` their mixin leaves unused, the penalty networks, and the encoded training values.

@@ -34,9 +34,9 @@ from mfd_common import serving, triton_compat
 from mfd_common.publish import publish
 from mfd_common.tokens import reverse_complement
 
-from . import triton_config
 from ..model.checkpoint import load_checkpoint
 from ..model.network import MFDModel, condition_bias, reverse_complement_tokens
+from . import triton_config
 
 EXPORT_FORMAT_VERSION = "1"
 PARITY_ATOL = 1e-4
