@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mfd_common.tokens import decode, encode, reverse_complement
+from mfd_common.tokens import decode, reverse_complement
 from training.data.encode_report import EncodeMetadataError, read_encode_metadata
 from training.data.genome import build_token_genome
 from training.data.labels import LabelStore, LabelStoreError, TrackSource, build_label_store
