@@ -34,8 +34,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from mfd_common.card import CARD_FILENAME, TRUNK_MODEL, ModelCard  # noqa: E402
-from training.checkpoint import load_checkpoint  # noqa: E402
-from training.export import export_repository  # noqa: E402
+from training.model.checkpoint import load_checkpoint  # noqa: E402
+from training.repository.export import export_repository  # noqa: E402
 
 DEMO_CHECKPOINT = REPO_ROOT / "build" / "demo_ckpt"
 

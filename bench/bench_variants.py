@@ -44,7 +44,7 @@ def make_inputs(directory: Path, n: int, compression: str, seed: int = 0) -> tup
     """The demo genome and a sorted VCF of `n` SNVs (repeated positions allowed) 5 kb away from chromosome ends."""
     import pysam
 
-    from training.demo_data import generate
+    from training.data.demo_genome import generate
 
     generate(directory / "demo")
     fasta = directory / "demo" / "genome.fa"

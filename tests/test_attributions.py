@@ -314,7 +314,7 @@ def test_integrated_gradients_put_a_planted_motif_in_the_biological_part(bundled
     planted at the window's centre must carry the K562-GATA1 logit_bio attribution and almost none of the
     logit_tech one. Measured on four random backgrounds: the 22 motif bases hold 4.1–4.6 of logit_bio (the
     other 2155 bases −0.8–−0.2 in all), −0.14–0.01 of logit_tech, and only 7–12 of 2177 positions exceed their mean."""
-    from training.demo_data import JASPAR
+    from training.data.demo_genome import JASPAR
     repository, backend, _, loop = bundled
     counts = np.array(JASPAR["GATA1"][1])
     consensus = "".join("ACGT"[i] for i in counts.argmax(axis=0))

@@ -1,6 +1,6 @@
-"""Tracks + genome + peaks → windows with labels, and the torch Dataset that serves them.
+"""Training layer (data): tracks + genome + peaks → windows with labels, and the torch Dataset that serves them.
 
-One window per 128-bp bin: the window is the `seq_len` bases centred on the bin (2176 = 17 bins), and its label
+One window per 128-bp bin: the window is the `window_bases` bases (2177) centred on the bin, and its label
 for track k says whether any peak of track k overlaps that central bin. Chromosomes are split whole into
 train/val/test so that no sequence is seen in two splits.
 
@@ -20,8 +20,8 @@ import torch
 from mfd_common.codec import MetadataCodec, MetadataError
 from mfd_common.tokens import N_CODE, reverse_complement
 
+from ..model.config import AugmentConfig, Config, ConfigError
 from .augment import draw_augmentation
-from .config import AugmentConfig, Config, ConfigError
 from .genome import Genome
 from .peaks import bin_overlaps, read_peaks
 
@@ -95,9 +95,9 @@ class Windows:
 
 
 def build_windows(genome: Genome, chroms: Sequence[str], peaks: Sequence[dict[str, np.ndarray]], *,
-                  seq_len: int, bin_size: int, max_shift: int = 0, max_n_fraction: float = 0.1,
+                  window_bases: int, bin_size: int, max_shift: int = 0, max_n_fraction: float = 0.1,
                   negative_fraction: float = 1.0, stride_bins: int = 1, seed: int = 0) -> Windows:
-    flank = (seq_len - bin_size) // 2
+    flank = (window_bases - bin_size) // 2
     pad = flank + max_shift
     rng = np.random.default_rng(seed)
     pieces, starts, labels, chrom_index, bins = [], [], [], [], []
@@ -109,7 +109,7 @@ def build_windows(genome: Genome, chroms: Sequence[str], peaks: Sequence[dict[st
         b = np.arange(0, n_bins, stride_bins, dtype=np.int64)
         local = pad + b * bin_size - flank
         n_cum = np.concatenate([[0], np.cumsum(padded == N_CODE, dtype=np.int64)])
-        n_frac = (n_cum[local + seq_len] - n_cum[local]) / seq_len
+        n_frac = (n_cum[local + window_bases] - n_cum[local]) / window_bases
         keep = n_frac <= max_n_fraction
         b, local = b[keep], local[keep]
         lab = np.zeros((len(b), len(peaks)), dtype=np.uint8)
@@ -139,13 +139,13 @@ def collate_batched(batch: Any) -> Any:
 class WindowDataset(torch.utils.data.Dataset):
     """Yields (uint8 tokens [L], float32 labels [K]); augmentation is seeded by (seed, epoch, indices)."""
 
-    def __init__(self, windows: Windows, seq_len: int, augment: AugmentConfig | None = None, seed: int = 0):
+    def __init__(self, windows: Windows, window_bases: int, augment: AugmentConfig | None = None, seed: int = 0):
         self.windows = windows
-        self.seq_len = seq_len
+        self.window_bases = window_bases
         self.augment = augment
         self.seed = seed
         self.epoch = 0
-        self._arange = np.arange(seq_len, dtype=np.int64)
+        self._arange = np.arange(window_bases, dtype=np.int64)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -230,7 +230,7 @@ def load_training_data(cfg: Config, splits: Sequence[str] = ("train", "val", "te
         if not chroms[name]:
             continue
         out[name] = build_windows(
-            genome, chroms[name], peaks, seq_len=cfg.model.window_bases, bin_size=cfg.data.bin_size,
+            genome, chroms[name], peaks, window_bases=cfg.model.window_bases, bin_size=cfg.data.bin_size,
             max_shift=cfg.data.augment.max_shift, max_n_fraction=cfg.data.max_n_fraction,
             negative_fraction=cfg.data.negative_fraction if name == "train" else 1.0,
             stride_bins=cfg.data.stride_bins, seed=cfg.seed + i)

@@ -1,4 +1,5 @@
-"""Training layer: the paper's claims, measured on the demo data's planted truth (MFD vs the plain-head baseline).
+"""Training layer (evaluation): the paper's claims, measured on the demo data's planted truth (MFD vs the plain-head
+baseline).
 
 Why here and not in the tests: the same numbers are asserted by `tests/test_training_demo.py`, swept over seeds
 and thread counts by `bench/demo_claims_sweep.py`, and quoted in `docs/reproducibility.md`; one definition keeps
@@ -19,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import load_checkpoint
-from .config import load_config
-from .dataset import load_training_data
-from .evaluate import predict
+from ..data.dataset import load_training_data
+from ..model.checkpoint import load_checkpoint
+from ..model.config import load_config
+from ..model.predict import predict
 from .metrics import pearson
 
 GC_TRACK_TARGET = ("K562", "GATA1", "lab-A")

@@ -1,4 +1,5 @@
-"""Reference genome access: a FASTA read through pyfaidx, returned as uint8 tokens (A,C,G,T,N = 0..4).
+"""Training layer (data): reference genome access: a FASTA read through pyfaidx, returned as uint8 tokens (A,C,G,T,N =
+0..4).
 
 Why whole chromosomes as uint8: training draws thousands of random windows per second; slicing a numpy array
 is free, while a pyfaidx lookup per window is not. A chromosome costs one byte per base (GRCh38: ~3 GB total).
@@ -9,7 +10,6 @@ a user's request.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import numpy as np
 import pyfaidx
 from tqdm.auto import tqdm
 
+from mfd_common.publish import staged, write_atomically
 from mfd_common.tokens import N_CODE, InvalidSequenceError, encode
 
 
@@ -141,26 +142,23 @@ def build_token_genome(fasta: str | Path, out_dir: str | Path, *, progress: bool
         return TokenGenome(out_dir)
     genome = Genome(fasta)
     total = sum(genome.sizes.values()) + GENOME_PAD * (len(genome.sizes) + 1)
-    partial = out_dir / (GENOME_FILE + ".partial")
-    out = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(total,))
-    out[:] = N_CODE
-    chroms, offset = [], GENOME_PAD
-    bar = tqdm(total=sum(genome.sizes.values()), desc="genome → tokens", unit="bp", unit_scale=True,
-               disable=not progress, file=sys.stderr)
-    for name, size in genome.sizes.items():
-        for start in range(0, size, _FASTA_CHUNK):
-            end = min(size, start + _FASTA_CHUNK)
-            out[offset + start:offset + end] = genome.fetch_tokens(name, start, end)
-            bar.update(end - start)
-        chroms.append({"name": name, "size": size, "offset": offset})
-        offset += size + GENOME_PAD
-    bar.close()
-    out.flush()
-    del out
-    genome.close()
-    os.replace(partial, out_dir / GENOME_FILE)
-    index_tmp = out_dir / (GENOME_INDEX + ".partial")
-    index_tmp.write_text(json.dumps({"fasta": str(Path(fasta).resolve()), "pad": GENOME_PAD,
-                                     "chromosomes": chroms}, indent=1))
-    os.replace(index_tmp, out_dir / GENOME_INDEX)
+    with staged(out_dir / GENOME_FILE) as partial:
+        out = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(total,))
+        out[:] = N_CODE
+        chroms, offset = [], GENOME_PAD
+        bar = tqdm(total=sum(genome.sizes.values()), desc="genome → tokens", unit="bp", unit_scale=True,
+                   disable=not progress, file=sys.stderr)
+        for name, size in genome.sizes.items():
+            for start in range(0, size, _FASTA_CHUNK):
+                end = min(size, start + _FASTA_CHUNK)
+                out[offset + start:offset + end] = genome.fetch_tokens(name, start, end)
+                bar.update(end - start)
+            chroms.append({"name": name, "size": size, "offset": offset})
+            offset += size + GENOME_PAD
+        bar.close()
+        out.flush()
+        del out
+        genome.close()
+    write_atomically(out_dir / GENOME_INDEX, json.dumps({"fasta": str(Path(fasta).resolve()), "pad": GENOME_PAD,
+                                                         "chromosomes": chroms}, indent=1))
     return TokenGenome(out_dir)

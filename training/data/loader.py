@@ -1,4 +1,4 @@
-"""Windows over a memory-mapped label store and token genome: the paper-scale torch Dataset.
+"""Training layer (data): windows over a memory-mapped label store and token genome: the paper-scale torch Dataset.
 
 Contract with the model: each example is (tokens uint8 [window_bases], labels [n_tracks]) where tokens use the
 codes of `mfd_common.tokens` and the label is the central 128-bp bin's. `window_bases` is the model's input

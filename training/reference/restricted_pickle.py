@@ -1,4 +1,5 @@
-"""Stand-ins that let `torch.load(weights_only=True)` read the authors' Lightning checkpoints without their code.
+"""Training layer (reference): stand-ins that let `torch.load(weights_only=True)` read the authors' Lightning
+checkpoints without their code.
 
 Their `hyper_parameters['metadata_loader']` is a pickled `dataloading.metadata.MetadataLoader` holding pandas
 DataFrames (`df_raw`: the track order and raw metadata; `df`: an obsolete processed copy). Unpickling it for real

@@ -14,7 +14,7 @@ Their layout (read from their `src/dataloading/dataloaders.py`, `src/features/la
 
 What we make of it (`build_store --mfd-dataset DIR --mfd-metadata TSV`): a store whose label bits are exactly
 their (region, label) pairs, whose universe is exactly their regions in their order (`labels/regions.i64`;
-`training.splits` then splits them as their code does), whose tracks are `target.labels` in that order, and whose
+`training.data.splits` then splits them as their code does), whose tracks are `target.labels` in that order, and whose
 `tracks.tsv` carries every column of their metadata TSV under their loader's names ('.' → '_'), with the value
 normalisation their `MetadataLoader` applies (`normalise_ages`), so their mapping YAML applies unchanged.
 
@@ -30,7 +30,6 @@ import csv
 import gzip
 import hashlib
 import json
-import os
 import shutil
 import statistics
 from collections import Counter
@@ -39,6 +38,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from mfd_common.geometry import BIN_SIZE
+from mfd_common.publish import partial_path, publish
 
 from .dataset import TrackTable
 from .labels import COVERAGE_FILE, FORMAT_VERSION, LABELS_FILE, META_FILE, REGIONS_FILE, LabelStore, _layout
@@ -168,7 +170,7 @@ def dataset_files(directory: str | Path) -> tuple[Path, Path, list[str], str | N
     return bed, h5, labels, md5, n_pairs
 
 
-def open_dataset(directory: str | Path, chrom_sizes: Mapping[str, int], bin_size: int = 128) -> MfdDataset:
+def open_dataset(directory: str | Path, chrom_sizes: Mapping[str, int], bin_size: int = BIN_SIZE) -> MfdDataset:
     """Check and read the regions and the h5's shapes and attributes (the pairs are streamed later)."""
     bed, h5, labels, md5, n_pairs = dataset_files(directory)
     if md5 is not None and md5 != bed_md5(bed):
@@ -193,7 +195,7 @@ def build_labels(dataset: MfdDataset, out: str | Path, chrom_sizes: Mapping[str,
                 and np.array_equal(store.regions, dataset.regions):
             return store
         shutil.rmtree(out)
-    partial = out.with_name(out.name + ".partial")
+    partial = partial_path(out)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     chroms, total_bins = _layout(chrom_sizes, bin_size)
@@ -238,9 +240,7 @@ def build_labels(dataset: MfdDataset, out: str | Path, chrom_sizes: Mapping[str,
             "row_bytes": row_bytes, "settings": f"mfd-dataset {dataset.directory.resolve()}",
             "regions": int(len(dataset.regions))}
     (partial / META_FILE).write_text(json.dumps(meta))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
+    publish(partial, out)
     return LabelStore(out)
 
 

@@ -1,4 +1,5 @@
-"""Which bins are training examples (the universe) and how they split into train / validation / test.
+"""Training layer (data): which bins are training examples (the universe) and how they split into train / validation /
+test.
 
 Two ways, both over a `LabelStore`:
 - **paper preset** (`Universe.paper()`): the authors' `128bp_minoverlap64_mincov2` data set. Labels need
@@ -10,7 +11,7 @@ Two ways, both over a `LabelStore`:
 - **chromosome split** (our original option): every bin (or bins at a coverage threshold), whole chromosomes
   held out as validation and test.
 
-A store built from the authors' released data set (`training.mfd_dataset`) carries its own universe: their
+A store built from the authors' released data set (`training.data.mfd_dataset`) carries its own universe: their
 regions, in their BED's order. Then the universe is exactly those bins (`min_coverage` does not apply: their
 data set already kept its bins of interest), and the validation blocks are cut in the BED's order, as their code
 cuts them (`bed.index[~test]`).

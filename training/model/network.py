@@ -1,7 +1,9 @@
-"""The MFD model as the authors built it (HealthML/MFD `IEAquaticDilated`), with their state-dict names.
+"""Training layer (model): the MFD network as the authors built it (HealthML/MFD `IEAquaticDilated`), with their
+state-dict names.
 
     tokens [N, L] uint8 ──one-hot──► stem ─► tower ─► dilated ─► crop ─► pointwise ─► bn_features
-        └─ L = seq_len + seq_order − 1 bases; order 2 → 16 dinucleotide channels × seq_len positions
+        └─ L = positions + seq_order − 1 bases; order 2 → 16 dinucleotide channels × `positions`
+           (2177 bases → 2176 positions: `mfd_common.geometry`)
     features f = [f_tech | f_bio]                                                   (N × 2C; technical first)
     condition codes [K, W] ─► metadata_embedding ─► w_tech (K × D_tech), w_bio (K × D_bio)
     logit[n, k] = f_bio[n]·w_bio[k] + f_tech[n]·w_tech[k] + bias[k]
@@ -11,8 +13,9 @@ Module and parameter names follow the reference (`stem`, `tower.tower.<l>`, `dil
 checkpoint loads with `load_state_dict(strict=True)` after dropping its aliases. `bias` is the reference's free
 bias per trained track; a never-measured condition gets its bias from `bias_rule` (see `condition_bias`).
 
-Our own additions are options that default to off (the reference): dropout, metadata dropout (train.py) and the
-bias rule. Everything is TorchScript-scriptable: `training.export` scripts the trunk and the head separately.
+Our own additions are options that default to off (the reference): dropout, metadata dropout (`training.model.fit`)
+and the bias rule. Everything is TorchScript-scriptable: `training.repository.export` scripts the trunk and the head
+separately.
 """
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfd_common.codec import LABELLED_TYPES, MetadataCodec, Variable
+from mfd_common.geometry import DINUCLEOTIDE_POSITIONS, ONEHOT_ORDER, bases_for_positions
 
-POOL_LAYERS = 7                       # stem pool + six tower pools: one output position per 128 bp
+POOL_LAYERS = 7                       # stem pool + six tower pools: one output position per 2**7 = 128 bp
 BIAS_RULES = ("nearest_tracks_mean",)
 
 
@@ -33,11 +37,13 @@ BIAS_RULES = ("nearest_tracks_mean",)
 class ModelConfig:
     """Architecture hyper-parameters; defaults are the reference's (`AquaticDilated` / `IEAquaticDilated`).
 
-    `seq_len` counts *positions* as in the reference: order 2 reads `seq_len + 1` bases (2177 for 2176).
+    `positions` counts one-hot *positions* (the reference's `seq_len`): order 2 reads `positions + 1` bases
+    (`window_bases`: 2177 for 2176). Checkpoints written before the rename store it as `seq_len`: `from_dict`
+    reads them.
     """
 
-    seq_len: int = 2176
-    seq_order: int = 2
+    positions: int = DINUCLEOTIDE_POSITIONS
+    seq_order: int = ONEHOT_ORDER
     channels: int = 768               # C; the latent vector has 2C features
     tower_layers: int = 6             # L1
     dilated_layers: int = 2           # L2
@@ -54,8 +60,8 @@ class ModelConfig:
 
     @property
     def window_bases(self) -> int:
-        """Bases per input window: `seq_len` positions of `seq_order`-mers at stride 1."""
-        return self.seq_len + self.seq_order - 1
+        """Bases per input window: `positions` positions of `seq_order`-mers at stride 1."""
+        return bases_for_positions(self.positions, self.seq_order)
 
     @property
     def latent_dim(self) -> int:
@@ -74,7 +80,7 @@ class ModelConfig:
         return 2 ** POOL_LAYERS
 
     def output_positions(self) -> int:
-        length = self.seq_len // 2  # stem pool
+        length = self.positions // 2  # stem pool
         for _ in range(self.tower_layers):
             length //= 2
         return length - 2 * self.crop
@@ -85,8 +91,8 @@ class ModelConfig:
         if self.channels < 2:
             raise ValueError(f"model.channels must be >= 2, got {self.channels}")
         if self.output_positions() != 1:
-            raise ValueError(f"model.seq_len {self.seq_len} with crop {self.crop} leaves {self.output_positions()} "
-                             f"output positions; the model needs exactly one (e.g. seq_len 2176, crop 8)")
+            raise ValueError(f"model.positions {self.positions} with crop {self.crop} leaves {self.output_positions()} "
+                             f"output positions; the model needs exactly one (e.g. positions 2176, crop 8)")
         widths = tower_widths(self.channels, self.tower_layers)
         if widths[-1] != self.channels:
             raise ValueError(f"model.channels {self.channels}: the tower ends at {widths[-1]} channels, not C")
@@ -98,6 +104,15 @@ class ModelConfig:
             raise ValueError(f"model.head_kind must be 'mfd' or 'baseline', got {self.head_kind!r}")
         if self.bias_rule not in BIAS_RULES:
             raise ValueError(f"model.bias_rule must be one of {', '.join(BIAS_RULES)}, got {self.bias_rule!r}")
+
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        """A config as a checkpoint's card stores it; `seq_len` (the name before `positions`) is read as positions."""
+        data = dict(data)
+        if "seq_len" in data and "positions" not in data:
+            data["positions"] = data.pop("seq_len")
+        return cls(**data)
 
 
 def tower_widths(channels: int, layers: int) -> List[int]:
@@ -348,7 +363,7 @@ class MFDModel(nn.Module):
 
     def trunk_features(self, tokens: torch.Tensor) -> torch.Tensor:
         """Latent vector before the feature BatchNorm: [N, 2C]."""
-        x = self.stem(self.onehot(tokens))                       # [N, C/2, seq_len/2]
+        x = self.stem(self.onehot(tokens))                       # [N, C/2, positions/2]
         x = self.dilated_residual_block(self.tower(x))           # [N, C, 17]
         x = x[:, :, self.cfg.crop:x.shape[2] - self.cfg.crop]    # [N, C, 1]
         return self.pointwise(x).flatten(1)                      # [N, 2C]

@@ -1,4 +1,5 @@
-"""Training configuration: pydantic models loaded from YAML, strict about every key, defaults = the reference.
+"""Training layer (model): training configuration: pydantic models loaded from YAML, strict about every key, defaults =
+the reference.
 
 Why strict: a misspelt key (`penalty.coef`) that is silently ignored trains a different model than the user asked
 for. Unknown keys are errors, and every error names the full field path (`config: penalty.kind: …`).
@@ -25,9 +26,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from mfd_common.codec import GroupLayout, Variable
+from mfd_common.geometry import BIN_SIZE
 
-from .mapping import MappingError, load_mapping, parse_mapping
-from .model import ModelConfig
+from ..data.mapping import MappingError, load_mapping, parse_mapping
+from .network import ModelConfig
 
 
 class ConfigError(ValueError):
@@ -68,7 +70,7 @@ PAPER_UNIVERSE: dict[str, Any] = {"min_overlap": 64, "min_coverage": 2, "val_fra
 
 
 class UniverseConfig(_Strict):
-    """`training.splits.Universe`: which bins are examples and how they split. Defaults = the paper's preset.
+    """`training.data.splits.Universe`: which bins are examples and how they split. Defaults = the paper's preset.
 
     min_overlap is fixed when the store is built (`build_store --min-overlap`) and must match it.
     """
@@ -112,7 +114,7 @@ class DataConfig(_Strict):
     metadata: str = ""                 # track metadata TSV, one row per track
     peaks: str = "{peaks}"             # peak file per track: template filled from the TSV row, relative to the TSV
     id_column: str = "id"
-    bin_size: int = 128
+    bin_size: int = BIN_SIZE
     chromosomes: Optional[list[str]] = None
     max_n_fraction: float = Field(0.1, ge=0.0, le=1.0)
     negative_fraction: float = Field(1.0, gt=0.0, le=1.0)
@@ -278,10 +280,15 @@ def _error_path(error: Mapping[str, Any]) -> str:
     return ".".join(parts)
 
 
+#: Keys renamed since configs were first written: old dotted path → the message naming the new key.
+RENAMED_KEYS = {"model.seq_len": "renamed model.positions (one-hot positions: 2176 for the reference's windows of "
+                                 "2177 bases); write positions instead"}
+
+
 def _error_message(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        return "unknown key"
+        return RENAMED_KEYS.get(_error_path(error), "unknown key")
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         return f"must be one of {expected.replace(chr(39), '')}"

@@ -1,4 +1,4 @@
-"""Training layer: the CI preset for the demo claims, shared by the test fixture and the seed sweep.
+"""Training layer (evaluation): the CI preset for the demo claims, shared by the test fixture and the seed sweep.
 
 The reference recipe (the config defaults: Adam with amsgrad at lr 1e-3, covariance penalty at coeff 0.01, best
 val/loss kept) at the paper's C=30, cut to a CI budget. Both models of the demo pair get exactly these overrides;

@@ -1,4 +1,4 @@
-"""Paper-scale label store: one bit per (128-bp bin, track), memory-mapped from disk.
+"""Training layer (data): paper-scale label store: one bit per (128-bp bin, track), memory-mapped from disk.
 
 Why bits on disk: GRCh38 has ~24 M bins; 2,106 tracks as a dense uint8 matrix is 50 GB, as bits 6.3 GB
 (264 bytes a bin). Row-major (bin-major) because training reads all tracks of a few random bins at a time: one
@@ -11,7 +11,7 @@ Layout of a store directory (`build_label_store` writes it, `LabelStore` reads i
     labels.bits    uint8 [total_bins, ceil(K / 8)]: bit k % 8 (little-endian bit order) of byte k // 8 = track k
     coverage.u16   uint16 [total_bins]: how many tracks label the bin (bins of interest = coverage >= N)
     regions.i64    optional, int64 [n]: a fixed universe (the authors' released data set's regions, in their BED's
-                   order; `training.mfd_dataset`): when present, these bins are the universe
+                   order; `training.data.mfd_dataset`): when present, these bins are the universe
 
 Building streams each peak file in chunks and ORs its bits into the memory-mapped file, one track at a time.
 Setting bits is idempotent, so the build is resumable: `progress.json` records the tracks done, and a restart
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -31,6 +30,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from mfd_common.geometry import BIN_SIZE
+from mfd_common.publish import partial_path, publish, write_atomically
 
 from .peaks import expand_ranges, hit_bin_ranges, iter_peak_chunks
 
@@ -73,7 +75,7 @@ class LabelStore:
         self.directory = Path(directory)
         meta_path = self.directory / META_FILE
         if not meta_path.is_file():
-            partial = self.directory.with_name(self.directory.name + ".partial")
+            partial = partial_path(self.directory)
             hint = f" (an unfinished build is in {partial}: run the build again to resume it)" if partial.exists() else ""
             raise LabelStoreError(f"{self.directory}: not a finished label store ({META_FILE} missing){hint}")
         self.meta = json.loads(meta_path.read_text())
@@ -155,7 +157,7 @@ def _set_track(bits: np.ndarray, track: int, source: TrackSource, chrom_sizes: M
 
 
 def build_label_store(out: str | Path, tracks: Sequence[TrackSource], chrom_sizes: Mapping[str, int], *,
-                      bin_size: int = 128, min_overlap: int = 1, progress: bool = True,
+                      bin_size: int = BIN_SIZE, min_overlap: int = 1, progress: bool = True,
                       overwrite: bool = False) -> LabelStore:
     """Build (or resume building) a label store at `out` from one peak file per track.
 
@@ -180,7 +182,7 @@ def build_label_store(out: str | Path, tracks: Sequence[TrackSource], chrom_size
                 return store
             raise LabelStoreError(f"{out} already holds a label store for other tracks or settings; "
                                   f"pass overwrite=True (--force) to replace it")
-    partial = out.with_name(out.name + ".partial")
+    partial = partial_path(out)
     settings = _settings_key(chrom_sizes, bin_size, min_overlap, len(tracks))
     done, done_keys, hits = 0, [], [0] * len(tracks)
     state_path = partial / PROGRESS_FILE
@@ -226,25 +228,10 @@ def build_label_store(out: str | Path, tracks: Sequence[TrackSource], chrom_size
         "total_bins": total_bins, "row_bytes": row_bytes, "settings": settings,
     })
     (partial / PROGRESS_FILE).unlink()
-    replace_directory(partial, out)
+    publish(partial, out)
     return LabelStore(out)
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Write then rename: a crash leaves either the old or the new file, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def replace_directory(staged: Path, out: Path) -> None:
-    """Publish a fully built folder: `staged` takes `out`'s place (renames only, so a reader sees the old folder or
-    the new one, never a half-built one); a previous `out` is removed once the new one is in place."""
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(staged, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(staged, out)
+    """Written atomically: a crash leaves either the old or the new file, never half of one."""
+    write_atomically(path, json.dumps(data))

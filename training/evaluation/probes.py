@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .penalty import adversarial_batch, predictor, total_r2
+from ..model.penalty import adversarial_batch, predictor, total_r2
 
 
 def _discriminator(d_in: int, hidden: int) -> nn.Sequential:

@@ -1,11 +1,12 @@
-"""Read a PyTorch Lightning checkpoint written by the authors' code (HealthML/MFD `IEAquaticDilated`), safely.
+"""Training layer (reference): read a PyTorch Lightning checkpoint written by the authors' code (HealthML/MFD
+`IEAquaticDilated`), safely.
 
     read_reference_checkpoint(path) → ReferenceCheckpoint(state_dict, hparams, df_raw: Frame, source info)
-    model_config(hparams) → training.model.ModelConfig (hparams older checkpoints lack get the reference defaults)
+    model_config(hparams) → training.model.network.ModelConfig (hparams older checkpoints lack get the reference defaults)
 
 The file is a torch zip whose pickle also holds `hyper_parameters['metadata_loader']`, their pickled
 `MetadataLoader` with pandas frames. It is read with `torch.load(weights_only=True)` and an explicit allow-list of
-stand-ins (`training.reference_pickle`): nothing in the file is imported or executed; a global off the list is
+stand-ins (`training.reference.restricted_pickle`): nothing in the file is imported or executed; a global off the list is
 refused with `ReferenceImportError` naming it. Never `weights_only=False`, never `pickle.load`.
 """
 from __future__ import annotations
@@ -23,8 +24,8 @@ import torch
 
 from mfd_common.card import sha256_file
 
-from .model import ModelConfig
-from .reference_pickle import ALLOW_LIST, Frame, MetadataLoader, PickleContentError, unwrap
+from ..model.network import ModelConfig
+from .restricted_pickle import ALLOW_LIST, Frame, MetadataLoader, PickleContentError, unwrap
 
 LIGHTNING_KEYS = ("state_dict", "hyper_parameters")
 
@@ -38,9 +39,9 @@ REFERENCE_DEFAULTS: dict[str, Any] = {
     "biological_subspace_ratio": 0.5, "biological_subspace_n": None, "technical_subspace_n": None,
     "linearly_embed_direct_features": False, "labels_encoder": False, "learn_signal_to_noise": False,
 }
-# Their hparam → our ModelConfig field.
+# Their hparam → our ModelConfig field (their `seq_len` counts one-hot positions: our `positions`).
 CONFIG_FIELDS = {
-    "seq_len": "seq_len", "seq_order": "seq_order", "C": "channels", "L1": "tower_layers", "L2": "dilated_layers",
+    "seq_len": "positions", "seq_order": "seq_order", "C": "channels", "L1": "tower_layers", "L2": "dilated_layers",
     "D": "dilation_rate", "tower_kernel_size": "tower_kernel", "crop": "crop", "activation": "activation",
     "biological_subspace_ratio": "biological_subspace_ratio", "dilated_residual_dropout": "dropout_dilated",
     "pointwise_dropout": "dropout_pointwise", "linearly_embed_direct_features": "linearly_embed_direct_features",

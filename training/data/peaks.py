@@ -1,4 +1,4 @@
-"""Peak files (BED3+ / ENCODE narrowPeak, plain or gzipped) → interval arrays → per-bin labels.
+"""Training layer (data): peak files (BED3+ / ENCODE narrowPeak, plain or gzipped) → interval arrays → per-bin labels.
 
 Errors name `file:line`, because with thousands of ENCODE files the only useful message is the one that says
 which file and which row to open. Intervals are half-open 0-based (BED). Files are streamed in chunks

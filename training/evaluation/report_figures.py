@@ -1,4 +1,4 @@
-"""Training layer (report figures): the pictures of `python -m training.report`, as matplotlib Figures.
+"""Training layer (evaluation): the pictures of `python -m training.report`, as matplotlib Figures.
 
 Each function takes plain numbers (history rows, per-track metrics, a correlation matrix, variance shares) and
 draws one figure; `training.report` gathers the numbers and writes the HTML. Kept apart so the figures can be

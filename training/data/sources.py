@@ -1,13 +1,14 @@
-"""Where training examples come from, behind one interface, so that `train.py` keeps a single loop.
+"""Training layer (data): where training examples come from, behind one interface, so that the training loop
+(`training.model.fit`) stays one loop.
 
 Two sources:
-- `MemorySource`: the demo / small-genome path (`training.dataset`): FASTA + track TSV + peak files, labels as
+- `MemorySource`: the demo / small-genome path (`training.data.dataset`): FASTA + track TSV + peak files, labels as
   a dense matrix, whole chromosomes held out (`data.fasta`, `data.metadata`, `data.split`).
 - `StoreSource`: the paper-scale path (`data.store`): a store built by `python -m training.build_store`, labels
-  bit-packed and memory-mapped, the universe and split of `data.store.universe` (`training.splits`), batches from
+  bit-packed and memory-mapped, the universe and split of `data.store.universe` (`training.data.splits`), batches from
   DataLoader workers, evaluation streamed batch by batch.
 
-Both fit the metadata codec the same way (`training.dataset.tracks_and_codec` on the track table), so a model
+Both fit the metadata codec the same way (`training.data.dataset.tracks_and_codec` on the track table), so a model
 trained from either serves the same codes for the same metadata.
 """
 from __future__ import annotations
@@ -19,15 +20,15 @@ import torch
 
 from mfd_common.codec import MetadataCodec
 
-from .build_store import StoreError, open_store
-from .config import Config, ConfigError
+from ..model.config import Config, ConfigError
+from ..model.network import MFDModel
+from ..model.predict import predict, predict_dataset, subsample_index
 from .dataset import (TrackTable, TrainingData, WindowDataset, Windows, collate_batched, load_training_data,
                       tracks_and_codec)
-from .evaluate import predict, predict_dataset, subsample_index
 from .labels import LabelStore, LabelStoreError
 from .loader import StoreWindowDataset, make_loader
-from .model import MFDModel
 from .splits import SplitError, Universe, split_bins
+from .store import StoreError, open_store
 
 SPLITS = ("train", "val", "test")
 RATE_SAMPLE = 200_000   # training windows read to estimate each track's positive rate (init_output_bias)

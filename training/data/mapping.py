@@ -1,4 +1,4 @@
-"""The authors' metadata mapping YAML → our codec's variables and group layouts.
+"""Training layer (data): the authors' metadata mapping YAML → our codec's variables and group layouts.
 
 Their format, read as is (HealthML/MFD `MetadataEmbedding`):
 

@@ -1,4 +1,5 @@
-"""Checkpoints: a folder with `model.safetensors` (weights only, no pickle) and `model_card.json`.
+"""Training layer (model): checkpoints: a folder with `model.safetensors` (weights only, no pickle) and
+`model_card.json`.
 
 The card alone is enough to rebuild the architecture (model config, metadata codec, tracks), so export and
 evaluation never need the training config or the data. Optimizer state for resuming lives beside them in
@@ -15,8 +16,9 @@ from safetensors.torch import load_file, save_file
 
 from mfd_common.card import CARD_FILENAME, ModelCard, sha256_file, verify_checksums
 from mfd_common.codec import MetadataCodec
+from mfd_common.publish import staged
 
-from .model import MFDModel, ModelConfig
+from .network import MFDModel, ModelConfig
 
 WEIGHTS_FILENAME = "model.safetensors"
 TRAIN_STATE_FILENAME = "train_state.pt"
@@ -28,10 +30,11 @@ def save_checkpoint(model: MFDModel, card: ModelCard, directory: str | Path,
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILENAME))
+    with staged(directory / WEIGHTS_FILENAME) as work:
+        save_file(state, str(work))
     card.config = {**card.config, "model": dataclasses.asdict(model.cfg)}
     card.d_tech, card.d_bio = model.d_tech, model.d_bio
-    card.seq_len, card.onehot_order = model.cfg.window_bases, model.cfg.seq_order
+    card.seq_len, card.onehot_order = model.cfg.window_bases, model.cfg.seq_order   # seq_len: bases
     card.checksums = {WEIGHTS_FILENAME: sha256_file(directory / WEIGHTS_FILENAME)}
     if train_state is not None:
         save_train_state(directory, train_state)
@@ -41,10 +44,8 @@ def save_checkpoint(model: MFDModel, card: ModelCard, directory: str | Path,
 
 def save_train_state(directory: str | Path, train_state: dict[str, Any]) -> None:
     """Write the resumable state atomically, so a crash mid-write never leaves a torn file behind."""
-    path = Path(directory) / TRAIN_STATE_FILENAME
-    partial = path.with_suffix(".partial")
-    torch.save(train_state, partial)
-    partial.replace(path)
+    with staged(Path(directory) / TRAIN_STATE_FILENAME) as work:
+        torch.save(train_state, work)
 
 
 def load_checkpoint(directory: str | Path, map_location: str = "cpu") -> tuple[MFDModel, ModelCard]:
@@ -55,7 +56,7 @@ def load_checkpoint(directory: str | Path, map_location: str = "cpu") -> tuple[M
         raise FileNotFoundError(f"{directory} is not a checkpoint: {CARD_FILENAME} is missing")
     card = ModelCard.load(card_path)
     verify_checksums(card, directory)
-    cfg = ModelConfig(**card.config["model"])
+    cfg = ModelConfig.from_dict(card.config["model"])
     codec = MetadataCodec.from_dict(card.codec)
     model = MFDModel(cfg, codec, n_tracks=len(card.tracks))
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILENAME), device=map_location))

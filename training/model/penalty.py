@@ -1,4 +1,5 @@
-"""Independence penalties between the biological and technical subspaces, as the authors define them.
+"""Training layer (model): independence penalties between the biological and technical subspaces, as the authors define
+them.
 
 - `covariance`: cov = z(f_tech)ᵀ z(f_bio) / N with z = per-feature z-score over the batch (unbiased std,
   NaN/±inf → 0); penalty = Frobenius norm of cov (or its L1 norm). No normalisation by the matrix size and no
