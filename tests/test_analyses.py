@@ -245,3 +245,24 @@ def test_enhancer_bad_bed_exits_2_with_one_line(tiny_demo_dir, tmp_path, capsys,
     assert enhancer_prediction.main([str(bed), "--fasta", str(tiny_demo_dir / "genome.fa")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: BED: ") and fragment in err and "\n" not in err, err
+
+
+def test_region_pieces_and_allele_windows_are_centred(tiny_demo_dir):
+    """The authors' tiling (an odd number of 128-bp pieces around the centre) and the variant windows (the
+    variant's first base at index L // 2; alt differs from ref there only, for an SNV; N past the chromosome)."""
+    from training.exported_model import Reference
+
+    assert enhancer_prediction.piece_centres(0, 100, 9) == [50]
+    assert enhancer_prediction.piece_centres(0, 1000, 9) == [500 + 128 * k for k in range(-3, 4)]
+    assert len(enhancer_prediction.piece_centres(0, 5000, 9)) == 9
+    reference = Reference(tiny_demo_dir / "genome.fa")
+    chrom = next(iter(reference.sizes))
+    seq = read_fasta(tiny_demo_dir / "genome.fa")[chrom].upper()
+    pos0, length = 5000, 2177
+    alt = "A" if seq[pos0] != "A" else "C"
+    ref_tokens, alt_tokens = rare_variant_enrichment.allele_windows(reference, chrom, pos0, seq[pos0], alt, length)
+    assert "ACGTN"[ref_tokens[length // 2]] == seq[pos0] and "ACGTN"[alt_tokens[length // 2]] == alt
+    assert np.flatnonzero(ref_tokens != alt_tokens).tolist() == [length // 2]
+    assert "".join("ACGTN"[t] for t in ref_tokens) == seq[pos0 - length // 2:pos0 - length // 2 + length]
+    edge = reference.window(chrom, 10, 41)   # 10 bases before the chromosome start are N
+    assert "".join("ACGTN"[t] for t in edge) == "N" * 10 + seq[:31]
