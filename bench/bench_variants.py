@@ -13,9 +13,14 @@ Two measurements, each reported with what it is (issue 17, "Bench"):
    whatever the input size (streaming, not loading).
 2. **model** (`--model-records`, default 500): the same command with the bundled C=30 model
    (model_repository/) on the first records of a VCF generated the same way: **variants/s** of the real thing.
-   On a 2-core CPU the real model manages ~10 variants/s at 7×2 (28 windows per variant), so 1 M records with
-   it is a day; the subset gives the rate, the null-trunk run the memory bound. On a GPU machine pass
+   On a 2-core CPU the real model manages a few variants/s at 7×2 (28 windows per variant), so 1 M records with
+   it take days; the subset gives the rate, the null-trunk run the memory bound. On a GPU machine pass
    `--model-records 1000000` (and `--device cuda`) to time the whole file.
+
+Measured 2026-12-04 (`nice -n 19 python -m bench.bench_variants`, defaults, 2 threads, on a shared 2-core machine
+at load average ~7, so rates are low bounds): streaming 1 M records, null trunk: 1×1 404 s = 2,475 variants/s,
+peak RSS 282 MB; 7×2 2,257 s = 443 variants/s, peak RSS 351 MB. Bundled C=30 model, 500 records: 1×1 19.1
+variants/s (peak RSS 334 MB), 7×2 4.9 variants/s (377 MB).
 
 Both run at each shifts × strands geometry of `--geometries` (1×1 and the reference 7×2 by default). Timings are
 end to end (process start, model load, input pass, scoring, write); peak RSS is the batch process's own (`wait4`
