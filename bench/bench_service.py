@@ -31,11 +31,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,6 +46,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.null_trunk import null_trunk_repository  # noqa: E402,F401  (re-exported: the service bench's --null-trunk)
 from tests.fixtures.processes import free_ports, stop_process_group  # noqa: E402
 
 
@@ -61,32 +60,6 @@ def build_repository(channels: int, workdir: Path) -> Path:
 
     checkpoint = build_tiny_checkpoint(workdir / "ckpt", channels=channels)
     return Path(export_repository(checkpoint, workdir / "repository"))
-
-
-def null_trunk_repository(source: Path, workdir: Path) -> Path:
-    """A copy of `source` whose trunk answers instantly; the card's checksum is updated to match."""
-    import torch
-
-    card = json.loads((source / "model_card.json").read_text())
-    d = int(card["d_tech"]) + int(card["d_bio"])
-    if d > card["seq_len"]:
-        raise ValueError("null trunk slices features from the tokens, so needs seq_len >= d_tech + d_bio")
-
-    class NullTrunk(torch.nn.Module):
-        def __init__(self, width: int):
-            super().__init__()
-            self.width = width
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return tokens[:, :self.width].float() - 2.0  # sequence-dependent, no compute
-
-    target = workdir / "null_repository"
-    shutil.copytree(source, target)
-    trunk = target / "mfd_trunk" / "1" / "model.pt"
-    torch.jit.script(NullTrunk(d)).save(str(trunk))
-    card.setdefault("checksums", {})["mfd_trunk/1/model.pt"] = hashlib.sha256(trunk.read_bytes()).hexdigest()
-    (target / "model_card.json").write_text(json.dumps(card, indent=2))
-    return target
 
 
 def bench_raw(repository: Path, windows: int, requests: int, threads: int, seq_len: int) -> dict:
