@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from bench.synthetic_vcf import read_fasta
+from mfd_common.geometry import BIN_SIZE, WINDOW_BASES
 from training import enhancer_prediction, rare_variant_enrichment
 from training.data.demo_genome import BIN, JASPAR, pfm_probabilities
 
@@ -250,17 +251,19 @@ def test_enhancer_bad_bed_exits_2_with_one_line(tiny_demo_dir, tmp_path, capsys,
 def test_region_pieces_and_allele_windows_are_centred(tiny_demo_dir):
     """The authors' tiling (an odd number of 128-bp pieces around the centre) and the variant windows (the
     variant's first base at index L // 2; alt differs from ref there only, for an SNV; N past the chromosome)."""
-    from training.exported_model import Reference
+    from training.evaluation.enhancer_prediction import piece_centres
+    from training.evaluation.exported_model import Reference
+    from training.evaluation.rare_variant_enrichment import allele_windows
 
-    assert enhancer_prediction.piece_centres(0, 100, 9) == [50]
-    assert enhancer_prediction.piece_centres(0, 1000, 9) == [500 + 128 * k for k in range(-3, 4)]
-    assert len(enhancer_prediction.piece_centres(0, 5000, 9)) == 9
+    assert piece_centres(0, 100, 9) == [50]
+    assert piece_centres(0, 1000, 9) == [500 + BIN_SIZE * k for k in range(-3, 4)]
+    assert len(piece_centres(0, 5000, 9)) == 9
     reference = Reference(tiny_demo_dir / "genome.fa")
     chrom = next(iter(reference.sizes))
     seq = read_fasta(tiny_demo_dir / "genome.fa")[chrom].upper()
-    pos0, length = 5000, 2177
+    pos0, length = 5000, WINDOW_BASES
     alt = "A" if seq[pos0] != "A" else "C"
-    ref_tokens, alt_tokens = rare_variant_enrichment.allele_windows(reference, chrom, pos0, seq[pos0], alt, length)
+    ref_tokens, alt_tokens = allele_windows(reference, chrom, pos0, seq[pos0], alt, length)
     assert "ACGTN"[ref_tokens[length // 2]] == seq[pos0] and "ACGTN"[alt_tokens[length // 2]] == alt
     assert np.flatnonzero(ref_tokens != alt_tokens).tolist() == [length // 2]
     assert "".join("ACGTN"[t] for t in ref_tokens) == seq[pos0 - length // 2:pos0 - length // 2 + length]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from training import heldout
+from training.evaluation.heldout import TSV_COLUMNS
 
 TINY = ["model.channels=8", "model.seq_len=384", "model.crop=1", "train.epochs=6", "train.max_steps_per_epoch=100",
         "train.eval_max_windows=256", "train.lr=0.005", "train.threads=1", "train.batch_size=32",
@@ -51,7 +52,7 @@ def test_heldout_track_is_predicted_from_its_metadata(heldout_run, demo_data_dir
     assert rows["DEMO010"]["unseen_values"] == {"release_date": "2021-01-15"}
     assert ctcf["auroc_seen"] is None   # no reference asked for
     tsv = (heldout_run / "heldout.tsv").read_text().splitlines()
-    assert tsv[0].split("\t") == heldout.TSV_COLUMNS and len(tsv) == 3
+    assert tsv[0].split("\t") == TSV_COLUMNS and len(tsv) == 3
 
 
 @pytest.mark.slow

@@ -18,7 +18,8 @@ from training.model.network import ModelConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINING = REPO_ROOT / "training"
-COMMANDS = {"train", "evaluate", "export", "import_reference", "build_store", "demo_data", "triton_config", "report"}
+COMMANDS = {"train", "evaluate", "export", "import_reference", "build_store", "demo_data", "triton_config", "report",
+            "heldout", "enhancer_prediction", "rare_variant_enrichment"}
 
 
 def _module_name(path: Path) -> str:

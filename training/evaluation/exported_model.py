@@ -1,15 +1,15 @@
 """Training layer (analysis): an exported model repository read back for the downstream analyses.
 
-Why here and not through the service: the analyses (`training.enhancer_prediction`,
-`training.rare_variant_enrichment`) need features and per-part logits for thousands of windows in one process,
-and the data flow runs training → model_repository → service, so training may read the repository's files but
-never import the service (which is also being reshaped). What is read is the contract itself: `model_card.json`
-(tracks, codec, window length), the TorchScript trunk (uint8 tokens [N, seq_len] → features [N, d_tech + d_bio],
-technical first) and head (condition codes [K, width] → w_tech [K, d_tech], w_bio [K, d_bio], bias [K, 1]), with
-the card's checksums verified as the service verifies them.
+Why here and not through the service: the analyses (`training.evaluation.enhancer_prediction`,
+`training.evaluation.rare_variant_enrichment`) need features and per-part logits for thousands of windows in one
+process, and the data flow runs training → model_repository → service, so training may read the repository's files
+but never import the service (which is also being reshaped). What is read is the contract itself: `model_card.json`
+(tracks, codec, window length), the TorchScript trunk (uint8 tokens [N, window bases] → features [N, d_tech +
+d_bio], technical first) and head (condition codes [K, width] → w_tech [K, d_tech], w_bio [K, d_bio], bias [K, 1]),
+with the card's checksums verified as the service verifies them.
 
 Windows come from the reference FASTA through pyfaidx (plain, or BGZF with .fai/.gzi), upper-cased, IUPAC codes
-as N, padded with N past a chromosome's ends; a window centred on a position puts it at index seq_len // 2.
+as N, padded with N past a chromosome's ends; a window centred on a position puts it at index length // 2.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from mfd_common.card import CARD_FILENAME, HEAD_MODEL, TRUNK_MODEL, ModelCard, verify_checksums
 from mfd_common.codec import MetadataError
+from mfd_common.serving import model_file
 from mfd_common.tokens import N_CODE, encode, reverse_complement
 
 
@@ -46,19 +47,20 @@ class ExportedModel:
             torch.set_num_threads(threads)
         self.device = device
         self.codec = self.card.metadata_codec()
-        self._trunk = torch.jit.load(str(self.directory / TRUNK_MODEL / "1" / "model.pt"), map_location=device).eval()
-        self._head = torch.jit.load(str(self.directory / HEAD_MODEL / "1" / "model.pt"), map_location=device).eval()
+        self._trunk = torch.jit.load(str(model_file(self.directory, TRUNK_MODEL)), map_location=device).eval()
+        self._head = torch.jit.load(str(model_file(self.directory, HEAD_MODEL)), map_location=device).eval()
 
     @property
     def window(self) -> int:
-        return self.card.seq_len
+        """Bases per trunk input (the card's window, `mfd_common.geometry.WINDOW_BASES` for the reference)."""
+        return self.card.window_bases
 
     @property
     def d_tech(self) -> int:
         return self.card.d_tech
 
     def features(self, tokens: np.ndarray, *, strands: int = 2, batch_size: int = 256) -> np.ndarray:
-        """float32 [N, d_tech + d_bio] for uint8 tokens [N, seq_len]; strands=2 averages the features with the
+        """float32 [N, d_tech + d_bio] for uint8 tokens [N, window]; strands=2 averages the features with the
         reverse complement's (as the authors' enhancer script averages both strands' embeddings)."""
         import torch
 
