@@ -1,6 +1,6 @@
 """Bench layer: a copy of a model repository whose trunk answers at once, to measure everything but the trunk.
 
-The null trunk is a TorchScript module with the real trunk's contract (uint8 tokens [N, seq_len] → float32
+The null trunk is a TorchScript module with the real trunk's contract (uint8 tokens [N, window bases] → float32
 features [N, d_tech + d_bio]) that slices the tokens as features: sequence-dependent (so ref and alt differ and
 effects are not all zero) but free of compute. What a bench then measures is the service's own work (parsing,
 windowing, tokenising, batching, scoring, writing) and its memory. Used by `bench_service --null-trunk` and
@@ -13,15 +13,18 @@ import json
 import shutil
 from pathlib import Path
 
+from mfd_common.card import CARD_FILENAME, TRUNK_MODEL
+from mfd_common.serving import model_file, model_file_key
+
 
 def null_trunk_repository(source: Path, workdir: Path) -> Path:
     """A copy of `source` whose trunk answers instantly; the card's checksum is updated to match."""
     import torch
 
-    card = json.loads((source / "model_card.json").read_text())
+    card = json.loads((source / CARD_FILENAME).read_text())   # as JSON: every field is written back unchanged
     d = int(card["d_tech"]) + int(card["d_bio"])
-    if d > card["seq_len"]:
-        raise ValueError("null trunk slices features from the tokens, so needs seq_len >= d_tech + d_bio")
+    if d > card["seq_len"]:   # the card's window in bases (`ModelCard.window_bases`)
+        raise ValueError("null trunk slices features from the tokens, so needs a window of >= d_tech + d_bio bases")
 
     class NullTrunk(torch.nn.Module):
         def __init__(self, width: int):
@@ -33,8 +36,8 @@ def null_trunk_repository(source: Path, workdir: Path) -> Path:
 
     target = workdir / "null_repository"
     shutil.copytree(source, target)
-    trunk = target / "mfd_trunk" / "1" / "model.pt"
+    trunk = model_file(target, TRUNK_MODEL)
     torch.jit.script(NullTrunk(d)).save(str(trunk))
-    card.setdefault("checksums", {})["mfd_trunk/1/model.pt"] = hashlib.sha256(trunk.read_bytes()).hexdigest()
-    (target / "model_card.json").write_text(json.dumps(card, indent=2))
+    card.setdefault("checksums", {})[model_file_key(TRUNK_MODEL)] = hashlib.sha256(trunk.read_bytes()).hexdigest()
+    (target / CARD_FILENAME).write_text(json.dumps(card, indent=2))
     return target

@@ -5,7 +5,7 @@ stay in training, so the biology of the held-out experiment is covered and its b
 its metadata alone, must rank its CTCF peaks well above chance. DEMO010 (HepG2 CEBPB, lab-C, CUT&RUN, released
 2021) is the only 2021 track: its year is unseen by the trained codec and must be reported as such.
 
-Training is tiny (C=8, a 385-base window (seq_len 384, crop 1: the motifs sit in the central bin), batch 32,
+Training is tiny (C=8, a 385-base window (positions 384, crop 1: the motifs sit in the central bin), batch 32,
 6 × 100 steps, lr 5e-3, one thread: ~28 s of CPU), so the thresholds sit well below what it reaches; measured
 (seed 0): DEMO002 biological logit AUROC 0.97, same-target mean 0.98, total logit 0.77 (its technical part, 0.50,
 has not learnt lab-B in 600 steps), DEMO010 ~0.5 (CEBPB is weakly planted and barely learnt at this budget).
@@ -20,7 +20,7 @@ import pytest
 from training import heldout
 from training.evaluation.heldout import TSV_COLUMNS
 
-TINY = ["model.channels=8", "model.seq_len=384", "model.crop=1", "train.epochs=6", "train.max_steps_per_epoch=100",
+TINY = ["model.channels=8", "model.positions=384", "model.crop=1", "train.epochs=6", "train.max_steps_per_epoch=100",
         "train.eval_max_windows=256", "train.lr=0.005", "train.threads=1", "train.batch_size=32",
         "train.init_output_bias=true"]
 ONE_STEP = TINY + ["train.epochs=1", "train.max_steps_per_epoch=5"]   # later --set wins
