@@ -9,12 +9,11 @@ Do f_bio tell enhancers from other regions better than f_tech once GC content is
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from .evaluation.enhancer_prediction import BUNDLED, enhancer_prediction, write_table
-from .evaluation.exported_model import AnalysisInputError
+from .evaluation.exported_model import run_analysis
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,17 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the table here (.tsv, or .json with a summary)")
     args = parser.parse_args(argv)
-    try:
-        rows, summary = enhancer_prediction(
+
+    def analysis() -> tuple[list[dict], dict]:
+        return enhancer_prediction(
             args.bed, args.fasta, model_dir=args.model, baseline_dir=args.baseline_model,
             label_column=args.label_column, max_windows=args.max_windows, folds=args.folds, seed=args.seed,
             strands=args.strands, threads=args.threads)
-    except AnalysisInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary), file=sys.stderr)
-    write_table(rows, args.out, summary)
-    return 0
+
+    return run_analysis(analysis, write_table, args.out)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ one line.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from .evaluation.exported_model import AnalysisInputError
+from .evaluation.exported_model import run_analysis
 from .evaluation.rare_variant_enrichment import BUNDLED, rare_variant_enrichment, write_table
 
 
@@ -33,16 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the table here (.tsv, or .json with a summary)")
     args = parser.parse_args(argv)
-    try:
-        rows, summary = rare_variant_enrichment(
+
+    def analysis() -> tuple[list[dict], dict]:
+        return rare_variant_enrichment(
             args.vcf, args.fasta, model_dir=args.model, conditions=args.conditions, af_field=args.af_field,
             rare_below=args.rare_below, quantiles=args.quantiles, strands=args.strands, threads=args.threads)
-    except AnalysisInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary), file=sys.stderr)
-    write_table(rows, args.out, summary)
-    return 0
+
+    return run_analysis(analysis, write_table, args.out)
 
 
 if __name__ == "__main__":

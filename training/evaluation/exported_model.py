@@ -13,8 +13,10 @@ as N, padded with N past a chromosome's ends; a window centred on a position put
 """
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -26,6 +28,20 @@ from mfd_common.tokens import N_CODE, encode, reverse_complement
 
 class AnalysisInputError(ValueError):
     """A user's input the analysis cannot use; the message names the file or option and the reason."""
+
+
+def run_analysis(analysis: Callable[[], tuple[list[dict], dict]],
+                 write_table: Callable[[list[dict], Path | None, dict], None], out: Path | None) -> int:
+    """The exit status of an analysis command: 2 with one line (`error: …`) on bad input; else 0 with the run's
+    summary (JSON) on stderr and its table on stdout and in `out`. One place for both repository analyses."""
+    try:
+        rows, summary = analysis()
+    except AnalysisInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary), file=sys.stderr)
+    write_table(rows, out, summary)
+    return 0
 
 
 class ExportedModel:
