@@ -13,7 +13,6 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from mfd_common.card import BIAS_RULE_DOCS
-
 from mfd_common.numeric import numeric_range
 
 from ..core.conditions import ResolvedCondition
