@@ -35,7 +35,7 @@ from mfd_common import tokens as dna  # noqa: E402
 from service.attribution_gradients import TrunkGradients  # noqa: E402
 from service.attributions import ism, mutated_windows, plan_mutations  # noqa: E402
 from service.backends.embedded import EmbeddedBackend  # noqa: E402
-from service.batcher import MicroBatcher  # noqa: E402
+from service.core.batcher import MicroBatcher  # noqa: E402
 from service.repository import load_repository  # noqa: E402
 from service.settings import Settings  # noqa: E402
 

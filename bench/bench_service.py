@@ -34,7 +34,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,19 +45,37 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.null_trunk import null_trunk_repository  # noqa: E402,F401  (re-exported: the service bench's --null-trunk)
-from tests.fixtures.processes import free_ports, stop_process_group  # noqa: E402
+from bench.null_trunk import null_trunk_repository  # noqa: E402
+from bench.processes import ServerProcess, free_ports  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def build_repository(channels: int, workdir: Path) -> Path:
-    from tests.fixtures.models import build_tiny_checkpoint
-    from training.export import export_repository
+def build_repository(channels: int, workdir: Path, template: Path = REPO_ROOT / "model_repository") -> Path:
+    """A random-weight model `channels` wide with the metadata schema and tracks of `template`'s card, exported
+    (throughput does not depend on the weights; the training code builds and exports it)."""
+    import torch
 
-    checkpoint = build_tiny_checkpoint(workdir / "ckpt", channels=channels)
+    from mfd_common.card import ModelCard, Track
+    from training.model.checkpoint import save_checkpoint
+    from training.repository.export import export_repository
+    from training.model.network import MFDModel, ModelConfig
+
+    torch.manual_seed(0)
+    source = ModelCard.load(template / "model_card.json")
+    codec = source.metadata_codec()
+    rows = [t.metadata for t in source.tracks]
+    cfg = ModelConfig(channels=channels)
+    model = MFDModel(cfg, codec, n_tracks=len(rows), track_codes=torch.as_tensor(codec.encode_many(rows,
+                                                                                                   strict=False)))
+    model.eval()
+    card = ModelCard(model_name=f"bench-random-{channels}", seq_len=cfg.window_bases, onehot_order=cfg.seq_order,
+                     d_tech=cfg.d_tech, d_bio=cfg.d_bio, codec=codec.to_dict(),
+                     tracks=[Track(id=t.id, metadata=t.metadata, bias=0.0) for t in source.tracks],
+                     versions={"torch": torch.__version__})
+    checkpoint = save_checkpoint(model, card, workdir / "ckpt")
     return Path(export_repository(checkpoint, workdir / "repository"))
 
 
@@ -86,35 +103,31 @@ def bench_raw(repository: Path, windows: int, requests: int, threads: int, seq_l
             "min_ms": 1e3 * min(latencies)}
 
 
-class Service:
+class Service(ServerProcess):
     """A `bentoml serve` process group on free loopback ports; `cpu_seconds()` sums its processes' CPU time."""
 
+    LOG_NAME = "bentoml.log"
+    LOG_TAIL = 4000
+    WHAT = "bentoml serve"
+
     def __init__(self, repository: Path, threads: int, workdir: Path, extra_env: dict[str, str] | None = None):
+        super().__init__(workdir)
         port, self.grpc_port = free_ports(2)
         env = {**os.environ, "MFD_MODEL_REPOSITORY": str(repository), "MFD_GRPC_PORT": str(self.grpc_port),
                "MFD_GRPC_HOST": "127.0.0.1", "MFD_TORCH_THREADS": str(threads), "MFD_MAX_SEQUENCES": "4096",
                "MFD_MAX_INFLIGHT": "1024", "BENTOML_HOME": str(workdir / "bentoml_home"),
                "PYTHONPATH": str(REPO_ROOT), **(extra_env or {})}
-        self.log_path = workdir / "bentoml.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bentoml", "serve", "service.service:MFDService", "--host", "127.0.0.1",
-                 "--port", str(port)], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True)
         self.url = f"http://127.0.0.1:{port}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(self.log_path.read_text()[-4000:])
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError("service did not become ready")
+        self.run([sys.executable, "-m", "bentoml", "serve", "service.service:MFDService", "--host", "127.0.0.1",
+                  "--port", str(port)], 180, env=env, cwd=REPO_ROOT, poll_s=0.3)
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
 
     def cpu_seconds(self) -> float:
         """user + system CPU time of the service's processes (the arbiter and every worker below it)."""
@@ -133,9 +146,6 @@ class Service:
                 continue
             total += times.user + times.system
         return total
-
-    def stop(self) -> None:
-        stop_process_group(self.process, timeout=20)
 
 
 async def _drive(call, requests: int, concurrency: int) -> tuple[float, list[float]]:

@@ -1,4 +1,4 @@
-"""`python -m service [bentoml serve options…]`: serve MFDService from the repository root."""
+"""Service layer (entry): `python -m service [bentoml serve options…]`: serve MFDService from the repository root."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Client errors: one exception type that names the offending field, and its one JSON shape.
+"""Service layer (shared): client errors: one exception type that names the offending field, and its one JSON shape.
 
 Every bad input, whatever layer finds it (schema, metadata codec, FASTA lookup, variant check), ends up as
 `{"error": {"field": ..., "message": ..., "allowed": [...]}}` over HTTP and INVALID_ARGUMENT "field: message"

@@ -1,4 +1,4 @@
-"""Our Prometheus series, served on BentoML's `/metrics` beside its `bentoml_service_*` series.
+"""Service layer (shared): our Prometheus series, served on BentoML's `/metrics` beside its `bentoml_service_*` series.
 
 BentoML runs prometheus-client in multiprocess mode and sets PROMETHEUS_MULTIPROC_DIR in each worker *after*
 importing the service module; prometheus-client picks its value store when it is first imported. So this

@@ -1,4 +1,4 @@
-"""Service layer (start-up): check the configuration once, before BentoML starts any worker.
+"""Service layer (entry): check the configuration once, before BentoML starts any worker.
 
 `bentoml serve` imports `service.service` in its main process to read the service's configuration, then starts
 worker processes that import it again and build the Engine. A worker that fails is restarted by BentoML, forever,
@@ -42,7 +42,7 @@ def check(settings: Settings) -> None:
     except OSError as exc:
         raise StartupError(f"MFD_MODEL_REPOSITORY: cannot read {settings.model_repository}: {exc}") from None
     if settings.fasta is not None:
-        from .genome import Genome
+        from .core.genome import Genome
 
         try:
             Genome(settings.fasta).close()

@@ -1,4 +1,5 @@
-"""Open an exported model repository: the model card plus (for the embedded backend) the TorchScript files.
+"""Service layer (shared): open an exported model repository: the model card plus (for the embedded backend) the
+TorchScript files.
 
 The card is the service's only source of truth about the model (vocabularies, tracks, seq_len, latent split),
 and its checksums bind it to the weights it was exported with, so a half-copied or mismatched repository is
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from mfd_common.card import CARD_FILENAME, HEAD_MODEL, TRUNK_MODEL, ModelCard, verify_checksums
 from mfd_common.codec import MetadataCodec
+from mfd_common.serving import MODEL_FILENAME
 
 
 class RepositoryError(RuntimeError):
@@ -38,9 +40,9 @@ class ModelRepository:
             versions = sorted((int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()),
                               reverse=True) if base.is_dir() else []
             if not versions:
-                raise RepositoryError(f"{base} has no numeric version folder with a model.pt")
+                raise RepositoryError(f"{base} has no numeric version folder with a {MODEL_FILENAME}")
             version = versions[0]
-        return base / str(version) / "model.pt"
+        return base / str(version) / MODEL_FILENAME
 
 
 def load_repository(root: str | Path, *, require_models: bool = True) -> ModelRepository:

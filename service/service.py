@@ -1,4 +1,5 @@
-"""The BentoML service: `bentoml serve service.service:MFDService` (HTTP on 3000, gRPC on MFD_GRPC_PORT).
+"""Service layer (entry): the BentoML service: `bentoml serve service.service:MFDService` (HTTP on 3000, gRPC on
+MFD_GRPC_PORT).
 
 BentoML runs the process: workers, start-up/shutdown hooks, /livez, /readyz (our `__is_ready__`) and
 /metrics. The HTTP API itself is the FastAPI app in `http_api.py`, mounted with the public
@@ -14,11 +15,11 @@ import typing as t
 
 import bentoml
 
-from .admission import Admission
-from .engine import Engine
-from .http_api import FrontDoor, app, attach
-from .metrics import get_metrics
 from . import preflight
+from .api.admission import Admission
+from .api.http_api import FrontDoor, app, attach
+from .core.engine import Engine
+from .metrics import get_metrics
 
 logger = logging.getLogger("mfd.service")
 # Checked in BentoML's main process before any worker starts: a bad start-up ends it with one line, exit 2.
@@ -71,7 +72,7 @@ class MFDService:
         gc.collect()
         gc.freeze()
         if self.settings.grpc_port:
-            from .grpc_server import start_grpc_server
+            from .api.grpc_server import start_grpc_server
 
             self.grpc_server = await start_grpc_server(self.engine, self.admission, self.settings.grpc_host,
                                                        self.settings.grpc_port)

@@ -1,4 +1,5 @@
-"""Service configuration, read once from the environment (12-factor: the same image runs laptop → k8s).
+"""Service layer (shared): service configuration, read once from the environment (12-factor: the same image runs
+laptop → k8s).
 
 Every knob has a default that serves the bundled demo model on CPU, so `bentoml serve service.service:MFDService`
 works from a fresh checkout with no environment at all. pydantic-settings reads `MFD_<FIELD>` variables and

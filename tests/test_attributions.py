@@ -22,7 +22,7 @@ from service.attributions import PARTS, AttributionInputError, check_window, ism
 from service.backends.base import Backend, HeadWeights
 from service.backends.embedded import EmbeddedBackend
 from service.repository import load_repository
-from service.scoring import score
+from service.core.scoring import score
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

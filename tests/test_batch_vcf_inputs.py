@@ -268,7 +268,7 @@ def test_bad_inputs_exit_2_with_one_line(corpus, exported_repository, tmp_path):
 
 
 def test_bgzf_fasta_with_fai_and_gzi(corpus):
-    from service.genome import Genome
+    from service.core.genome import Genome
 
     root = corpus["root"]
     shutil.copy(root / "genome.fa", root / "bgzf.fa")

@@ -16,7 +16,7 @@ import torch
 
 from service.backends.base import HeadWeights
 from service.repository import load_repository
-from service.scoring import score
+from service.core.scoring import score
 from training.model.config import load_config
 from training.data.dataset import load_training_data
 from training.evaluation.metrics import auroc, pearson

@@ -11,10 +11,10 @@ from tritonclient.grpc import service_pb2
 from tritonclient.utils import serialize_byte_tensor
 
 from mfd_common import tokens as dna
-from service import tensors
+from service.api import tensors
 from service.backends.base import HeadWeights
 from service.errors import RequestError
-from service.scoring import score, sigmoid
+from service.core.scoring import score, sigmoid
 from service.settings import Settings, SettingsError
 
 L = 40  # these checks do not need a real model's window length
@@ -55,8 +55,8 @@ def test_sequences_fast_path_equals_per_window_encoding():
     inputs = decode(request_with({"SEQUENCES": ("BYTES", [5], bytes_raw(seqs))}, conditions='["T1", {"lab": "x"}]',
                                  return_features=True))
     np.testing.assert_array_equal(inputs.tokens, np.stack([dna.encode(s) for s in seqs]))
-    assert inputs.conditions == ["T1", {"lab": "x"}] and inputs.outputs == tensors.OUTPUTS
-    assert not inputs.biological_only and not inputs.reverse_complement
+    assert inputs.conditions == ["T1", {"lab": "x"}] and inputs.outputs == tuple(tensors.OUTPUT_OF)
+    assert not inputs.options.biological_only and not inputs.options.reverse_complement
     np.testing.assert_array_equal(dna.encode_many(seqs), inputs.tokens)
 
 
@@ -97,7 +97,7 @@ def test_tokens_limits_and_codes():
         decode(request_with({"TOKENS": ("UINT8", [1, L], bytes(L))}, conditions="[]"))
     assert err.value.field == "CONDITIONS"
     ok = decode(request_with({"TOKENS": ("UINT8", [1, L], bytes(L))}, conditions='["T1"]', biological_only=True))
-    assert ok.biological_only and ok.outputs == tensors.SCORE_OUTPUTS and ok.tokens.shape == (1, L)
+    assert ok.options.biological_only and ok.outputs == tensors.SCORE_OUTPUTS and ok.tokens.shape == (1, L)
 
 
 def test_encode_many_reports_row_and_position():
@@ -162,8 +162,9 @@ def test_embedded_backend_reduced_precision_stays_close(exported_repository):
 
 
 def test_json_payloads_are_built_from_the_arrays():
-    from service.conditions import ResolvedCondition
-    from service.responses import Prediction, dumps, predict_payload
+    from service.api.json_api import dumps, predict_payload
+    from service.core.conditions import ResolvedCondition
+    from service.core.domain import Prediction, ScoreOptions, Windows
 
     rng = np.random.default_rng(1)
     features = rng.normal(size=(4, 5)).astype(np.float32)
@@ -171,9 +172,9 @@ def test_json_payloads_are_built_from_the_arrays():
                           np.array([0.5, -1.0], np.float32))
     s = score(features, 2, weights)
     resolved = [ResolvedCondition("T1", {"lab": "a"}, np.zeros(1)), ResolvedCondition(None, {"lab": "b"}, np.ones(1))]
-    body = json.loads(dumps(predict_payload(Prediction(resolved, ["w0", "w1", "w2", "w3"], None, s), model="m",
-                                            backend="b", biological_only=False, reverse_complement=False,
-                                            return_features=True)))
+    windows = Windows(np.zeros((4, 1), np.uint8), ["w0", "w1", "w2", "w3"])
+    body = json.loads(dumps(predict_payload(Prediction(resolved, windows, s, ScoreOptions()), model="m",
+                                            backend="b", return_features=True)))
     window = body["results"][3]
     assert list(window) == ["index", "id", "interval", "scores", "f_bio", "f_tech"]
     assert window["scores"][1] == pytest.approx({
@@ -202,8 +203,9 @@ def test_cuda_device_without_a_gpu_fails_at_start_with_a_clear_message(exported_
 
 def test_predict_payload_refuses_non_finite_scores_instead_of_writing_null():
     """orjson writes NaN as null; the payload builder must refuse first, so a broken model is a 500, not data."""
-    from service.responses import Prediction, predict_payload
-    from service.scoring import Scores
+    from service.api.json_api import predict_payload
+    from service.core.domain import Prediction, ScoreOptions, Windows
+    from service.core.scoring import Scores
 
     good = np.zeros((1, 1), np.float32)
     bad = np.array([[np.nan]], np.float32)
@@ -212,5 +214,5 @@ def test_predict_payload_refuses_non_finite_scores_instead_of_writing_null():
         arrays[field] = bad
         scores = Scores(**arrays, bias=np.zeros(1, np.float32))
         with pytest.raises(ArithmeticError, match="non-finite"):
-            predict_payload(Prediction([], ["w0"], None, scores), model="m", backend="b", biological_only=False,
-                            reverse_complement=False)
+            predict_payload(Prediction([], Windows(np.zeros((1, 1), np.uint8), ["w0"]), scores, ScoreOptions()),
+                            model="m", backend="b")

@@ -99,8 +99,8 @@ def test_typed_predict_rpc_mirrors_http(mfd_service):
     import httpx
     from google.protobuf import struct_pb2
 
-    from service.proto import mfd_v1_pb2 as pb
-    from service.proto import mfd_v1_pb2_grpc as pb_grpc
+    from service.api.proto import mfd_v1_pb2 as pb
+    from service.api.proto import mfd_v1_pb2_grpc as pb_grpc
 
     sequences = random_sequences(3, seed=22)
     metadata = {"biosample": "K562", "target": "HNF4A", "lab": "lab-C", "release_year": 2016}
@@ -131,8 +131,8 @@ def test_typed_predict_returns_features_when_asked_like_http(mfd_service):
     import grpc
     import httpx
 
-    from service.proto import mfd_v1_pb2 as pb
-    from service.proto import mfd_v1_pb2_grpc as pb_grpc
+    from service.api.proto import mfd_v1_pb2 as pb
+    from service.api.proto import mfd_v1_pb2_grpc as pb_grpc
 
     sequences = random_sequences(2, seed=23)
     with grpc.insecure_channel(mfd_service.grpc_url) as channel:
@@ -152,15 +152,15 @@ def test_typed_predict_returns_features_when_asked_like_http(mfd_service):
 
 
 def test_committed_stubs_are_what_grpcio_tools_generates(tmp_path):
-    """service/proto/*_pb2*.py are generated, never edited: regenerate from the .proto and compare byte for byte."""
+    """service/api/proto/*_pb2*.py are generated, never edited: regenerate from the .proto and compare byte for byte."""
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I.", f"--python_out={tmp_path}",
-                    f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}", "service/proto/mfd_v1.proto"],
+                    f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}", "service/api/proto/mfd_v1.proto"],
                    cwd=root, check=True, capture_output=True, timeout=120)
     for name in ("mfd_v1_pb2.py", "mfd_v1_pb2.pyi", "mfd_v1_pb2_grpc.py"):
-        generated = (tmp_path / "service" / "proto" / name).read_text()
-        assert generated == (root / "service" / "proto" / name).read_text(), f"{name} is stale: regenerate it"
+        generated = (tmp_path / "service" / "api" / "proto" / name).read_text()
+        assert generated == (root / "service" / "api" / "proto" / name).read_text(), f"{name} is stale: regenerate it"

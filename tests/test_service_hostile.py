@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.schemas import ErrorResponse, MetadataResponse, PredictResponse, VariantResponse
+from service.api.schemas import ErrorResponse, MetadataResponse, PredictResponse, VariantResponse
 from tests.fixtures.service import SEQ_LEN, random_sequences
 
 pytestmark = pytest.mark.slow
@@ -212,7 +212,7 @@ ALLOWED_GRPC = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.Statu
 def grpc_stubs(mfd_service):
     from tritonclient.grpc import service_pb2_grpc
 
-    from service.proto import mfd_v1_pb2_grpc
+    from service.api.proto import mfd_v1_pb2_grpc
 
     channel = grpc.insecure_channel(mfd_service.grpc_url)
     yield service_pb2_grpc.GRPCInferenceServiceStub(channel), mfd_v1_pb2_grpc.PredictorStub(channel)
@@ -252,7 +252,7 @@ def test_generated_kserve_requests_never_internal(grpc_stubs, conditions, sequen
                                 st.one_of(JSON_VALUES, st.floats(), st.sampled_from([1e300, -1e300, 2.0**80])),
                                 max_size=3))
 def test_generated_typed_requests_never_internal(grpc_stubs, metadata):
-    from service.proto import mfd_v1_pb2 as pb
+    from service.api.proto import mfd_v1_pb2 as pb
 
     request = pb.PredictRequest(sequences=[SEQ])
     condition = request.conditions.add()
@@ -286,7 +286,7 @@ def string_slots(schema: dict, defs: dict, path: tuple = ()):
 
 
 def _slots() -> list[tuple[str, tuple]]:
-    from service.schemas import PredictRequest, VariantRequest
+    from service.api.schemas import PredictRequest, VariantRequest
 
     found = set()
     for route, model in (("/predict", PredictRequest), ("/predict_variants", VariantRequest)):
@@ -366,7 +366,7 @@ def test_grpc_requests_with_invalid_utf8_on_the_wire_are_invalid_argument(mfd_se
     """A proto3 string holding invalid UTF-8 (a client that is not protobuf, or a broken one) on both services."""
     from tritonclient.grpc import service_pb2
 
-    from service.proto import mfd_v1_pb2 as pb
+    from service.api.proto import mfd_v1_pb2 as pb
 
     typed = pb.PredictRequest(sequences=[SEQ], sequence_ids=["PLACE"]).SerializeToString()
     kserve = service_pb2.ModelInferRequest(model_name="PLACE").SerializeToString()
@@ -393,7 +393,7 @@ def test_int_variables_refuse_fractions_over_json(mfd_service, value, status):
 def test_int_variables_refuse_fractions_over_grpc(grpc_stubs):
     from tritonclient.grpc import service_pb2
 
-    from service.proto import mfd_v1_pb2 as pb
+    from service.api.proto import mfd_v1_pb2 as pb
 
     for value, ok in ((2.0, True), (2.5, False)):
         request = pb.PredictRequest(sequences=[SEQ])

@@ -16,13 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from service.admission import Admission
+from service.api.admission import Admission
 from service.backends.base import HeadWeights
-from service.conditions import ConditionResolver, ResolvedCondition
+from service.core.conditions import ConditionResolver, ResolvedCondition
 from service.errors import RequestError
-from service.grpc_server import guarded
+from service.api.grpc_server import guarded
 from service.settings import Settings
-from service import strict_json
+from service.api import strict_json
 from tests.fixtures.processes import free_port
 
 
@@ -139,3 +139,60 @@ def test_grpc_calls_past_the_request_timeout_are_deadline_exceeded():
     assert 0.3 <= elapsed < 10, elapsed  # the handler would sleep 30 s
     assert admission.inflight == 0
     assert REGISTRY.get_sample_value("mfd_errors_total", {"route": "test_slow", "kind": "deadline_exceeded"}) == 1
+
+
+# ---- one condition parser, one variant check, whatever the front door (issue 16) -------------------------------
+def bundled_resolver() -> ConditionResolver:
+    from service.repository import load_repository
+
+    repository = load_repository(Settings().model_repository)
+    return ConditionResolver(repository.card, repository.codec, backend=None)
+
+
+@pytest.mark.parametrize("value,field,fragment", [
+    ({"lab": True}, "conditions[0].lab", "booleans"), ({"lab": {"x": 1}}, "conditions[0].lab", "a metadata value"),
+    ({"lab": ["a", 2]}, "conditions[0].lab", "a metadata value"), (["x"], "conditions[0]", "track id")])
+def test_every_front_door_shares_the_condition_shape_checks(value, field, fragment):
+    """KServe, typed gRPC and the batch tool hand decoded values straight to the resolver, without pydantic: the
+    resolver itself refuses what the JSON schema refuses, naming the same field."""
+    with pytest.raises(RequestError) as error:
+        bundled_resolver().parse(value, 0)
+    assert error.value.field == field and fragment in error.value.message and error.value.status == 422
+
+
+def test_conditions_given_as_text_are_strict_json_or_a_track_id():
+    assert strict_json.condition_value(b"DEMO001", "CONDITIONS[0]") == "DEMO001"
+    assert strict_json.condition_value('{"lab": null}', "--conditions[1]") == {"lab": None}
+    for text, field in ((b'{"read_depth": NaN}', "CONDITIONS[2]"), ('{"lab": ', "--conditions[0]"),
+                        (b"\xff", "CONDITIONS[1]")):
+        with pytest.raises(RequestError) as error:
+            strict_json.condition_value(text, field)
+        assert error.value.field.startswith(field) and "request body" not in error.value.message
+
+
+def test_typed_grpc_struct_numbers_come_back_as_json_values():
+    from google.protobuf import struct_pb2
+
+    from service.api.grpc_server import struct_value
+
+    struct = struct_pb2.Struct()
+    struct.update({"replicates": 2.0, "read_depth": 2.5, "organ": ["a", "b"], "lab": None})
+    assert struct_value(struct, "conditions[0]") == {"replicates": 2, "read_depth": 2.5, "organ": ["a", "b"],
+                                                     "lab": None}
+    for bad in (float("nan"), float("inf")):
+        struct.update({"read_depth": bad})
+        with pytest.raises(RequestError, match="not a finite number") as error:
+            struct_value(struct, "conditions[0]")
+        assert error.value.field == "conditions[0].read_depth"
+
+
+@pytest.mark.parametrize("pos,ref,alt,field,fragment", [
+    (0, "A", "G", "v.pos", "at least 1"), (5, "", "G", "v.ref", "empty"), (5, "A", "a", "v.alt", "equals"),
+    (5, "A", "GU", "v.alt", "invalid base 'U'"), (5, "A" * 101, "G", "v.ref", "longer than 100")])
+def test_variant_checks_shared_by_json_and_vcf(pos, ref, alt, field, fragment):
+    from service.core.variants import check_variant
+
+    with pytest.raises(RequestError) as error:
+        check_variant("chr1", pos, ref, alt, field="v")
+    assert error.value.field == field and fragment in error.value.message
+    assert check_variant("chr1", 5, "a", "gt", field="v").alt == "GT"

@@ -41,7 +41,7 @@ def assert_error(response: httpx.Response, status: int, field: str) -> None:
 def test_triton_outage_readyz_false_and_unavailable_everywhere(exported_repository, tmp_path):
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-    from service.proto import mfd_v1_pb2, mfd_v1_pb2_grpc
+    from service.api.proto import mfd_v1_pb2, mfd_v1_pb2_grpc
 
     with start_triton(exported_repository, tmp_path / "triton") as triton:
         with run_service(exported_repository, tmp_path / "svc", token="tok",

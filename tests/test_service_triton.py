@@ -163,7 +163,7 @@ def test_triton_errors_keep_their_meaning(protocol, triton_server, exported_repo
 
     from service.backends import BackendRejected, BackendTimeout
     from service.errors import as_request_error
-    from service.grpc_server import STATUS_CODES
+    from service.api.grpc_server import STATUS_CODES
 
     repository = load_repository(exported_repository)
     url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url

@@ -7,12 +7,12 @@ import shutil
 import numpy as np
 import pytest
 
-from service.batcher import MicroBatcher
+from service.core.batcher import MicroBatcher
 from service.errors import RequestError
-from service.genome import Genome
+from service.core.genome import Genome
 from service.repository import RepositoryError, load_repository
 from service.settings import BUNDLED_REPOSITORY, Settings, SettingsError
-from service.variants import variant_windows
+from service.core.variants import variant_windows
 from tests.fixtures.service import write_genome
 
 

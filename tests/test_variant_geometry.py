@@ -1,4 +1,4 @@
-"""Variant-effect crop geometry (service.effects, docs/variant-effects.md): the authors' gnomAD script by default.
+"""Variant-effect crop geometry (service.core.effects, docs/variant-effects.md): the authors' gnomAD script by default.
 
 1. By construction: a backend that records every window the engine asks it to score; the windows must be their
    crops, written here in their terms (a 2185-base window; crop i = window[i:i+2178]; reverse crop i =
@@ -22,9 +22,10 @@ from service.backends import create_backend
 from service.backends.base import Backend, HeadWeights
 from service.batch.__main__ import build_parser
 from service.batch.runtime import ensemble_from
-from service.engine import Engine
+from service.core.engine import Engine
 from service.repository import load_repository
-from service.schemas import VariantRequest
+from service.api.json_api import JsonApi
+from service.api.schemas import VariantRequest
 from service.settings import Settings
 from tests.fixtures.reference_checkpoint import ReferenceFixture, build_reference_checkpoint
 from tests.fixtures.service import write_genome
@@ -70,7 +71,7 @@ def run_variants(repository: Path, fasta: Path, *bodies: dict, record: bool = Fa
             for body in bodies:
                 if record:
                     recorder.windows = []  # drop the warm-up's and the previous body's windows
-                result = await engine.predict_variants(engine.parse(VariantRequest, body))
+                result = await JsonApi(engine).predict_variants(JsonApi(engine).parse(VariantRequest, body))
                 out.append((result, recorder.windows if record else None))
             return out
         finally:

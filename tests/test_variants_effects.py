@@ -1,4 +1,4 @@
-"""service.effects: crops and averaging by brute force, and the engine's ensembled effects against every crop
+"""service.core.effects: crops and averaging by brute force, and the engine's ensembled effects against every crop
 scored independently through the TorchScript files (the paper's 7 shifts x 2 strands)."""
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from mfd_common import tokens
-from service.effects import EnsembleSpec, crops, mean_scores
-from service.engine import Engine
-from service.schemas import VariantRequest
-from service.scoring import Scores
+from service.core.effects import EnsembleSpec, crops, mean_scores
+from service.core.engine import Engine
+from service.api.json_api import JsonApi
+from service.api.schemas import VariantRequest
+from service.core.scoring import Scores
 from service.settings import Settings
 from tests.fixtures.service import write_genome
 from tests.fixtures.variant_effects import expected_effect
@@ -62,9 +63,10 @@ def test_engine_effects_equal_the_mean_of_independent_window_effects(exported_re
         engine = Engine(Settings(model_repository=exported_repository, fasta=genome.path, torch_threads=1))
         await engine.start()
         try:
-            request = engine.parse(VariantRequest, {"variants": variants, "conditions": conditions,
-                                                    "ensemble": ensemble})
-            return await engine.predict_variants(request)
+            api = JsonApi(engine)
+            request = api.parse(VariantRequest, {"variants": variants, "conditions": conditions,
+                                                 "ensemble": ensemble})
+            return await api.predict_variants(request)
         finally:
             await engine.close()
 

@@ -1,4 +1,5 @@
-"""Model backends: the same two calls (tokens → features, codes → weights) in-process or through Triton."""
+"""Service layer (backends): model backends: the same two calls (tokens → features, codes → weights) in-process or
+through Triton."""
 from __future__ import annotations
 
 from ..repository import ModelRepository

@@ -1,4 +1,5 @@
-"""The backend interface. Both backends run exactly the exported TorchScript, so results agree to float noise."""
+"""Service layer (backends): the backend interface. Both backends run exactly the exported TorchScript, so results
+agree to float noise."""
 from __future__ import annotations
 
 import abc

@@ -1,4 +1,5 @@
-"""Embedded backend: the exported TorchScript files run inside the service process (CPU or one GPU).
+"""Service layer (backends): embedded backend: the exported TorchScript files run inside the service process (CPU or
+one GPU).
 
 Inference runs on one dedicated thread: torch releases the GIL inside kernels, so the event loop keeps serving
 HTTP/gRPC while a batch runs, and a single thread means batches never compete with each other for cores —

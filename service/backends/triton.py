@@ -1,7 +1,7 @@
-"""Triton backend: the same TorchScript served by a Triton Inference Server, reached over gRPC or HTTP.
+"""Service layer (backends): the same TorchScript served by a Triton Inference Server, reached over gRPC or HTTP.
 
-Only the trunk (and the tiny head for cache misses) goes to Triton; conditions are applied here (DESIGN.md:
-Triton's dynamic batcher concatenates requests, which suits condition-independent work only). Requests larger
+Only the trunk (and the tiny head for cache misses) goes to Triton; conditions are applied here
+(docs/architecture.md: Triton's dynamic batcher concatenates requests, which suits condition-independent work only). Requests larger
 than a model's `max_batch_size` are split client-side, since Triton would reject them.
 
 Calls are spread over every Triton pod by `TritonPool` (client-side round-robin over the addresses that

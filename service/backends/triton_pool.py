@@ -1,4 +1,5 @@
-"""Client-side load balancing over every Triton pod: one client per pod address, round-robin per call.
+"""Service layer (backends): client-side load balancing over every Triton pod: one client per pod address, round-robin
+per call.
 
 Why not one client to a ClusterIP Service: a gRPC channel (HTTP/2) or an HTTP keep-alive pool holds a few
 long-lived connections, and kube-proxy balances *connections*, not calls, so each service pod stays pinned to

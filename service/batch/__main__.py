@@ -1,4 +1,5 @@
-"""`python -m service.batch {variants,tracks} …`: batch scoring over the service's engine (embedded or Triton).
+"""Service layer (batch): `python -m service.batch {variants,tracks} …`: batch scoring over the service's engine
+(embedded or Triton).
 
     python -m service.batch variants in.vcf.gz --fasta genome.fa --conditions DEMO001 '{"biosample": "HepG2"}' \\
         --out out.vcf.gz                          # or out.bcf, out.vcf, out.tsv(.gz)
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..effects import DEFAULT_GEOMETRY, PAPER_SHIFTS, PAPER_STRANDS
+from ..core.effects import DEFAULT_GEOMETRY, PAPER_SHIFTS, PAPER_STRANDS
 from . import tracks as tracks_mod
 from . import variants as variants_mod
 from .runtime import (add_engine_options, add_ensemble_options, ensemble_from, open_engine, parse_conditions,

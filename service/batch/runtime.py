@@ -1,5 +1,6 @@
-"""The batch tool's engine: the service's own Engine (backends, micro-batcher, condition cache, genome), built
-from command-line options instead of the environment, so batch and service scores are the same numbers.
+"""Service layer (batch): the batch tool's engine: the service's own Engine (backends, micro-batcher, condition
+cache, genome), built from command-line options instead of the environment, so batch and service scores are the
+same numbers.
 
 Conditions on the command line are what `/predict` accepts, one per argument: a track id (`DEMO001`), a JSON
 mapping (`'{"biosample": "HepG2", "target": "CTCF"}'`) or either one named for the output (`hepg2_ctcf={…}`);
@@ -9,17 +10,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from ..conditions import ResolvedCondition
-from ..effects import GEOMETRIES, EnsembleSpec
-from ..engine import Engine
+from ..api.strict_json import condition_value
+from ..core.conditions import ResolvedCondition
+from ..core.effects import GEOMETRIES, EnsembleSpec
+from ..core.engine import Engine
+from ..core.genome import GenomeError
 from ..errors import RequestError
-from ..genome import GenomeError
 from ..settings import Settings
 from .shards import BatchError
 
@@ -44,15 +45,13 @@ def parse_conditions(items: list[str]) -> list[NamedCondition]:
         match = _NAME.match(item)
         name, text = (match.group(1), match.group(2)) if match and not item.lstrip().startswith("{") else (None, item)
         text = text.strip()
-        if text.startswith("{"):
-            try:
-                value: Any = json.loads(text)
-            except ValueError as exc:
-                raise BatchError(f"--conditions[{k}]: not valid JSON ({exc}): {text!r}") from None
-        else:
-            value = text
+        try:  # the service's own reading of a condition given as text (strict JSON, or a bare track id)
+            value: Any = condition_value(text, f"--conditions[{k}]")
+        except RequestError as exc:
+            raise BatchError(f"{exc.field}: {exc.message}: {text[:200]!r}") from None
         if name is None:
-            name = value if isinstance(value, str) else (value.get("track") if "track" in value else f"C{k}")
+            name = value if isinstance(value, str) else (value.get("track") if isinstance(value, dict)
+                                                         and "track" in value else f"C{k}")
         named.append(NamedCondition(safe_name(str(name)), value))
     names = [c.name for c in named]
     if len(set(names)) != len(names):
@@ -87,7 +86,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 def add_ensemble_options(parser: argparse.ArgumentParser, *, shifts: int, strands: int,
                          geometry: str | None = None) -> None:
     """--shifts/--strands, and --geometry when a default is given (variant effects; tracks stay centred)."""
-    group = parser.add_argument_group("ensembling (service.effects)")
+    group = parser.add_argument_group("ensembling (service.core.effects)")
     group.add_argument("--shifts", type=int, default=shifts, help=f"shifted crops per window (default {shifts})")
     group.add_argument("--strands", type=int, choices=(1, 2), default=strands,
                        help=f"1: forward only, 2: average with the reverse complement (default {strands})")

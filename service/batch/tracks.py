@@ -1,4 +1,5 @@
-"""`python -m service.batch tracks chr1:10,001-50,000 --conditions … --out DIR`: predicted tracks as bigWig.
+"""Service layer (batch): `python -m service.batch tracks chr1:10,001-50,000 --conditions … --out DIR`: predicted
+tracks as bigWig.
 
 The model predicts, per window, the label of its central bin (the training layout: a window of `seq_len` bases
 centred on a 128-bp bin; the bin size is the card's `config.data.bin_size`). So a region is tiled with the
@@ -22,14 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..effects import EnsembleSpec, encode_windows, ensembled_scores
-from ..engine import Engine
-from ..genome import Genome
+from mfd_common.geometry import BIN_SIZE
+
+from ..core.effects import EnsembleSpec, encode_windows, ensembled_scores
+from ..core.engine import Engine
+from ..core.genome import Genome
 from .runtime import NamedCondition, resolve
 from .shards import BatchError, WorkDir, atomic_output, my_shards, shard_ranges
 
 _REGION = re.compile(r"^(?P<chrom>[^:\s]+)(:(?P<start>[\d,]+)-(?P<end>[\d,]+))?$")
-DEFAULT_BIN_SIZE = 128  # the reference data set's bins; used when the card does not say
+DEFAULT_BIN_SIZE = BIN_SIZE  # the reference data set's bins; used when the card does not say
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""`python -m service.batch variants in.vcf.gz --conditions … --out out.vcf.gz`: variant effects for a VCF/BCF.
+"""Service layer (batch): `python -m service.batch variants in.vcf.gz --conditions … --out out.vcf.gz`: variant
+effects for a VCF/BCF.
 
     input records ─► record chunks (shards) ─► per ALT allele: check (symbolic? allele letters? REF = FASTA?)
-                     ─► ref/alt windows (service.variants) ─► Engine.score_ensembled (service.effects)
+                     ─► ref/alt windows (service.core.variants) ─► Engine.effects (service.core.effects)
                      ─► shard-NNNNNN.npz  (alt − ref per allele × quantity × condition; error code per allele)
     merge: input records again, in order ─► the same records written back with Number=A INFO fields
                      MFD_<condition>_{DPROB,DLOGIT,DBIO,DTECH} and MFD_ERROR ─► out.vcf.gz / .bcf / .vcf / .tsv
@@ -16,22 +17,21 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import os
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
-from pydantic import ValidationError
 
-from ..effects import QUANTITIES, EnsembleSpec, encode_windows, split_effects
-from ..engine import Engine
-from ..errors import RequestError, from_validation_error
-from ..schemas import Variant
-from ..variants import variant_windows
+from mfd_common.publish import PARTIAL_SUFFIX, publish
+
+from ..core.effects import EnsembleSpec
+from ..core.engine import Engine
+from ..core.scoring import QUANTITIES
+from ..core.variants import VariantSpec, check_variant
+from ..errors import RequestError
 from .runtime import NamedCondition, describe, resolve
 from .shards import BatchError, WorkDir, atomic_output, my_shards, shard_ranges
 from .vcf_input import PreparedInput, prepare_input
@@ -100,35 +100,19 @@ def read_records(path: Path) -> Iterator[Record]:
             yield Record(ordinal, rec.chrom, rec.pos, rec.id, rec.ref or "", tuple(rec.alts or ()))
 
 
-def count_records(path: Path) -> int:
-    return sum(1 for _ in read_records(path))
-
-
 def info_key(condition: str, quantity: str) -> str:
     return f"MFD_{condition}_{SUFFIXES[quantity]}"
 
 
 # ---- scoring ---------------------------------------------------------------------------------------------------
-@dataclass
-class _Allele:
-    row: int
-    chrom: str
-    pos: int
-    ref: str
-    alt: str
-
-
-def check_allele(record: Record, alt: str, field: str) -> Variant:
-    """The allele as the service would accept it, or RequestError (kind names the reason)."""
+def check_allele(record: Record, alt: str, field: str) -> VariantSpec:
+    """The allele as the service would accept it (service.core.variants.check_variant, the checks /predict_variants
+    applies), or RequestError (kind names the reason)."""
     reason = unscorable_alt(alt)
     if reason is not None:
         kind, what = reason
         raise RequestError(f"{field}.alt", f"{what} {alt!r} cannot be scored", kind=kind)
-    try:
-        return Variant.model_validate({"chrom": record.chrom, "pos": record.pos, "ref": record.ref, "alt": alt})
-    except ValidationError as exc:
-        error = from_validation_error(exc)
-        raise RequestError(f"{field}.{error.field}", error.message, kind="invalid_allele") from None
+    return check_variant(record.chrom, record.pos, record.ref, alt, field=field, kind="invalid_allele")
 
 
 def unscorable_alt(alt: str) -> tuple[str, str] | None:
@@ -150,7 +134,6 @@ async def score_shard(engine: Engine, records: list[Record], resolved: list, spe
                       biological_only: bool, fail_fast: bool) -> dict[str, np.ndarray]:
     """Effects of every ALT allele of `records`: values [A, 4, K] (NaN where not scored) and per-allele errors."""
     assert engine.genome is not None
-    length = spec.read_length(engine.card.seq_len)
     ordinals, allele_index, codes, messages, todo, windows = [], [], [], [], [], []
     for record in records:
         for a, alt in enumerate(record.alts or ("",)):
@@ -160,8 +143,7 @@ async def score_shard(engine: Engine, records: list[Record], resolved: list, spe
             field = f"record {record.ordinal + 1} ({record.chrom}:{record.pos} {record.ref}>{alt})"
             try:
                 variant = check_allele(record, alt, field)
-                windows.append(variant_windows(engine.genome, variant.chrom, variant.pos, variant.ref, variant.alt,
-                                               length, field=field))
+                windows.append(engine.variant_window(variant, spec, field=field))
                 todo.append(row)
                 codes.append("")
                 messages.append("")
@@ -172,10 +154,8 @@ async def score_shard(engine: Engine, records: list[Record], resolved: list, spe
                 messages.append(f"{exc.field}: {exc.message}")
     values = np.full((len(ordinals), len(QUANTITIES), len(resolved)), np.nan, dtype=np.float32)
     for start in range(0, len(todo), ALLELES_PER_CALL):
-        part = windows[start:start + ALLELES_PER_CALL]
-        tokens = encode_windows([w.ref for w in part] + [w.alt for w in part])
-        effects = split_effects(await engine.score_ensembled(tokens, resolved, spec,
-                                                             biological_only=biological_only), len(part))
+        effects = await engine.effects(windows[start:start + ALLELES_PER_CALL], resolved, spec,
+                                       biological_only=biological_only)
         rows = np.array(todo[start:start + ALLELES_PER_CALL])
         for q, quantity in enumerate(QUANTITIES):
             values[rows, q, :] = effects.delta(quantity)
@@ -395,9 +375,8 @@ class ErrorReport:
         self.path = out.with_name(out.name + ".errors.tsv")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.counts: Counter[str] = Counter()
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        self._tmp = Path(tmp)
-        self._handle = os.fdopen(fd, "w", newline="")
+        self._tmp = self.path.with_name(f".{self.path.name}{PARTIAL_SUFFIX}")
+        self._handle = open(self._tmp, "w", newline="")
         self._writer = csv.writer(self._handle, delimiter="\t", lineterminator="\n")
         self._writer.writerow(self.COLUMNS)
 
@@ -414,7 +393,7 @@ class ErrorReport:
         After a failed run (`ok=False`): only the temporary file is removed."""
         self._handle.close()
         if ok and self.counts:
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
             return self.path
         self._tmp.unlink(missing_ok=True)
         if ok:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Optional
 
-from ..genome import compression_of
+from ..core.genome import compression_of, read_head
 from .shards import BatchError, atomic_output
 
 END_LINE = '##INFO=<ID=END,Number=1,Type=Integer,Description="End position of the variant described in this record">'
@@ -42,8 +42,7 @@ class PreparedInput:
 def sniff(path: Path) -> str:
     """`bcf`, `bgzf` (a BGZF text VCF), `gzip` (plain gzip) or `vcf`, from the file's first bytes."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(18)
+        head = read_head(path)
     except OSError as exc:
         raise BatchError(f"{path}: cannot read ({exc.strerror})") from None
     if head[:3] == b"BCF":

@@ -1,4 +1,4 @@
-"""Adaptive micro-batching of trunk calls across concurrent requests.
+"""Service layer (core): adaptive micro-batching of trunk calls across concurrent requests (one per engine).
 
 Requests enqueue their windows and await a future. One worker task takes everything queued (up to `max_batch`
 windows), waits at most `max_wait` for more to arrive while the queue is short, runs one trunk call and hands
@@ -19,7 +19,7 @@ from typing import Awaitable, Callable
 
 import numpy as np
 
-from .metrics import get_metrics
+from ..metrics import get_metrics
 
 TrunkFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
 

@@ -1,9 +1,10 @@
-"""gRPC: the KServe v2 / Open Inference Protocol, so an unmodified `tritonclient.grpc` client can call us.
+"""Service layer (api): gRPC front doors: the KServe v2 / Open Inference Protocol, so an unmodified
+`tritonclient.grpc` client can call us.
 
 BentoML 1.4's new service API has no gRPC, so a `grpc.aio` server runs inside the worker's event loop (started
 from the service's on_startup hook) and calls the same Engine as the HTTP API.
 
-Model `mfd` (MODEL_NAME), tensors decoded/encoded by `service.tensors` (binary, whole-array):
+Model `mfd` (MODEL_NAME), tensors decoded/encoded by `service.api.tensors` (binary, whole-array):
   inputs   TOKENS     UINT8 [N, L]  base codes A=0 C=1 G=2 T=3 N=4, L = seq_len   } exactly one of these
            SEQUENCES  BYTES [N]     DNA windows (A/C/G/T/N, exactly seq_len each) }
            CONDITIONS BYTES [K]     one JSON value per condition: "ENCFF001", {"track": …} or {"biosample": …}
@@ -15,23 +16,29 @@ Bad input → INVALID_ARGUMENT "FIELD: message"; missing/wrong `authorization: B
 UNAUTHENTICATED; overload → UNAVAILABLE; a call still running after MFD_REQUEST_TIMEOUT_S → DEADLINE_EXCEEDED.
 Liveness/readiness/metadata RPCs need no token (probes).
 
-Beside it, the typed `mfd.v1.Predictor/Predict` (service/proto/mfd_v1.proto) mirrors POST /predict message for
-message, with the same validation, auth, admission control and metrics.
+Beside it, the typed `mfd.v1.Predictor/Predict` (service/api/proto/mfd_v1.proto) mirrors POST /predict message for
+message, with the same validation (service.api.json_api), auth, admission control and metrics; its response is
+written from the engine's score arrays, as the JSON one is.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 import grpc
+from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from ..core.domain import Prediction
+from ..core.engine import Engine
+from ..core.scoring import QUANTITIES
+from ..errors import RequestError, deadline_exceeded
 from . import tensors
-from .engine import Engine
-from .errors import RequestError, deadline_exceeded
 from .admission import Admission
+from .json_api import JsonApi
 from .proto import mfd_v1_pb2, mfd_v1_pb2_grpc
 from .schemas import PredictRequest
 
@@ -88,7 +95,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             inputs=[k(name="SEQUENCES", datatype="BYTES", shape=[-1]),
                     k(name="CONDITIONS", datatype="BYTES", shape=[-1]),
                     k(name="TOKENS", datatype="UINT8", shape=[-1, self.engine.card.seq_len])],
-            outputs=[k(name=name, datatype="FP32", shape=[-1, -1]) for name in tensors.OUTPUTS])
+            outputs=[k(name=name, datatype="FP32", shape=[-1, -1]) for name in tensors.OUTPUT_OF])
 
     # ---- inference -----------------------------------------------------------------------------------
     def _parse(self, request) -> tensors.InferInputs:
@@ -104,8 +111,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         async def handle():
             inputs = self._parse(request)
             resolved = self.engine.resolve_conditions(inputs.conditions)
-            scores = await self.engine.score_tokens(inputs.tokens, resolved, biological_only=inputs.biological_only,
-                                                    reverse_complement=inputs.reverse_complement)
+            scores = await self.engine.score(inputs.tokens, resolved, inputs.options)
             return tensors.encode_response(scores, inputs.outputs, model_name=MODEL_NAME,
                                            model_version=MODEL_VERSION, request_id=request.id)
 
@@ -139,17 +145,54 @@ async def guarded(admission: Admission, context, endpoint: str, handle, *, tenso
         await context.abort(code, error_text(exc, tensor_names))
 
 
+def struct_value(value: Any, field: str) -> Any:
+    """A protobuf Struct / ListValue / scalar as the JSON value it stands for. Struct numbers are all doubles: whole
+    ones go back to int (years, counts), and NaN or infinity, which JSON cannot hold, is refused naming `field`."""
+    if isinstance(value, struct_pb2.Struct):
+        return {key: struct_value(item, f"{field}.{key}") for key, item in value.items()}
+    if isinstance(value, struct_pb2.ListValue):
+        return [struct_value(item, f"{field}[{n}]") for n, item in enumerate(value)]
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise RequestError(field, f"{value} is not a finite number")
+        return int(value) if value.is_integer() else value
+    return value
+
+
+def predict_message(prediction: Prediction, *, model: str, backend: str, return_features: bool) \
+        -> mfd_v1_pb2.PredictResponse:
+    """The typed response, written from the score arrays (the same numbers as the JSON body, as doubles)."""
+    s = prediction.scores
+    s.require_finite(with_features=return_features)
+    response = mfd_v1_pb2.PredictResponse(model=model, backend=backend,
+                                          biological_only=prediction.options.biological_only,
+                                          reverse_complement=prediction.options.reverse_complement)
+    for k, condition in enumerate(prediction.conditions):
+        entry = response.conditions.add(index=k, track=condition.track or "")
+        entry.metadata.update(condition.metadata)
+    bias = s.bias.tolist()
+    rows = zip(*(s.quantity(q).tolist() for q in QUANTITIES))
+    f_bio = s.f_bio.tolist() if return_features else None
+    f_tech = s.f_tech.tolist() if return_features else None
+    for n, (window_id, (prob, logit, bio, tech)) in enumerate(zip(prediction.windows.ids, rows)):
+        out = response.results.add(index=n, id=window_id, f_bio=f_bio[n] if f_bio else (),
+                                   f_tech=f_tech[n] if f_tech else ())
+        for k, (p, lo, bi, te) in enumerate(zip(prob, logit, bio, tech)):
+            out.scores.add(condition=k, probability=p, logit=lo, logit_bio=bi, logit_tech=te, bias=bias[k])
+    return response
+
+
 class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
     """`mfd.v1.Predictor`: the typed mirror of POST /predict."""
 
     def __init__(self, engine: Engine, admission: Admission):
         self.engine = engine
+        self.json = JsonApi(engine)
         self.admission = admission
 
     @staticmethod
     def _request_dict(request) -> dict[str, Any]:
-        from google.protobuf.json_format import MessageToDict
-
+        """The message as the JSON body it mirrors, validated by the same pydantic model."""
         data: dict[str, Any] = {"conditions": [], "biological_only": request.biological_only,
                                 "reverse_complement": request.reverse_complement,
                                 "return_features": request.return_features}
@@ -160,33 +203,21 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
         if request.intervals:
             data["intervals"] = [{"chrom": i.chrom, "start": i.start, "end": i.end, **({"id": i.id} if i.id else {})}
                                  for i in request.intervals]
-        for condition in request.conditions:
+        for i, condition in enumerate(request.conditions):
             kind = condition.WhichOneof("kind")
             if kind == "track":
                 data["conditions"].append(condition.track)
-            else:  # Struct numbers arrive as doubles; whole ones go back to int (years, counts)
-                values = MessageToDict(condition.metadata) if kind == "metadata" else {}
-                data["conditions"].append({k: int(v) if isinstance(v, float) and v.is_integer() else v
-                                           for k, v in values.items()})
+            else:
+                data["conditions"].append(struct_value(condition.metadata, f"conditions[{i}]")
+                                          if kind == "metadata" else {})
         return data
 
     async def Predict(self, request, context):
         async def handle():
-            parsed = self.engine.parse(PredictRequest, self._request_dict(request))
-            result = await self.engine.predict(parsed)
-            response = mfd_v1_pb2.PredictResponse(
-                model=result["model"], backend=result["backend"], biological_only=result["biological_only"],
-                reverse_complement=result["reverse_complement"])
-            for condition in result["conditions"]:
-                entry = response.conditions.add(index=condition["index"], track=condition["track"] or "")
-                entry.metadata.update(condition["metadata"])
-            for window in result["results"]:
-                out = response.results.add(index=window["index"], id=window["id"], f_bio=window.get("f_bio", ()),
-                                           f_tech=window.get("f_tech", ()))
-                for s in window["scores"]:
-                    out.scores.add(condition=s["condition"], probability=s["probability"], logit=s["logit"],
-                                   logit_bio=s["logit_bio"], logit_tech=s["logit_tech"], bias=s["bias"])
-            return response
+            parsed = self.json.parse(PredictRequest, self._request_dict(request))
+            prediction = await self.json.prediction(parsed)
+            return predict_message(prediction, model=self.engine.name, backend=self.engine.backend.name,
+                                   return_features=parsed.return_features)
 
         # Field names as in the proto / HTTP API (`conditions[0].lab`), not KServe tensor names.
         return await guarded(self.admission, context, "grpc_predict", handle, tensor_names=False)

@@ -1,11 +1,11 @@
-"""Variant effect windows: reference and alternative sequences centred on a variant.
+"""Service layer (core): variant effect windows: reference and alternative sequences centred on a variant.
 
 A variant is VCF-style: 1-based `pos` of the first reference base, `ref` and `alt` alleles (SNVs and small
 indels; no symbolic alleles). Both windows start at the same genomic position, `length // 2` bases left of
 the variant, so the variant sits at the window centre in both; for indels the alternative haplotype is filled
 (or cut) on the right from the reference, which keeps the left flank and the variant position identical (as the
 authors' `VariantParser.get_variant_seq` does). `length` is the model's `seq_len`, or `seq_len + shifts − 1` when
-the window is read for shift ensembling (service.effects).
+the window is read for shift ensembling (service.core.effects).
 The reference allele is checked against the FASTA: a mismatch almost always means the wrong genome build, or
 REF and ALT swapped, which the message says when the ALT allele is what the genome holds.
 """
@@ -13,11 +13,61 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import RequestError
+from mfd_common import tokens
+
+from ..errors import RequestError
 from .genome import Genome
 
 #: Longest REF or ALT allele scored: small indels only; longer changes move much of a window and need other models.
 MAX_ALLELE_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A variant as the engine takes it, whatever front door it came through (JSON, VCF record)."""
+
+    chrom: str
+    pos: int
+    ref: str
+    alt: str
+    id: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The id echoed in results: the caller's, else `chrom:pos:ref>alt`."""
+        return self.id or f"{self.chrom}:{self.pos}:{self.ref}>{self.alt}"
+
+
+def allele_problem(value: str) -> str | None:
+    """Why `value` is not a scorable allele (empty, too long, not A/C/G/T/N), or None."""
+    if not value:
+        return "allele must not be empty (write indels VCF-style with the anchor base)"
+    if len(value) > MAX_ALLELE_LENGTH:
+        return f"alleles longer than {MAX_ALLELE_LENGTH} bp are not supported"
+    try:
+        tokens.encode(value)
+    except tokens.InvalidSequenceError as exc:
+        return str(exc)
+    return None
+
+
+def check_variant(chrom: str, pos: int, ref: str, alt: str, variant_id: str | None = None, *,
+                  field: str, kind: str = "invalid_argument") -> VariantSpec:
+    """The variant with upper-cased alleles, or a RequestError naming `field.<part>`: the checks every front door
+    applies before a window is read (the JSON schema runs the same `allele_problem` through pydantic)."""
+    if not chrom:
+        raise RequestError(f"{field}.chrom", "chromosome name must not be empty", kind=kind)
+    if pos < 1:
+        raise RequestError(f"{field}.pos", f"position {pos} must be at least 1 (VCF positions are 1-based)",
+                           kind=kind)
+    for name, allele in (("ref", ref), ("alt", alt)):
+        problem = allele_problem(allele)
+        if problem is not None:
+            allowed = list(tokens.ALPHABET) if problem.startswith("invalid base") else None
+            raise RequestError(f"{field}.{name}", problem, allowed, kind=kind)
+    if ref.upper() == alt.upper():
+        raise RequestError(f"{field}.alt", "alt allele equals the ref allele", kind=kind)
+    return VariantSpec(chrom, pos, ref.upper(), alt.upper(), variant_id)
 
 
 @dataclass(frozen=True)

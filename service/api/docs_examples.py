@@ -1,4 +1,4 @@
-"""Service layer (docs): worked request examples that run as written against the server that shows them.
+"""Service layer (api): worked request examples that run as written against the server that shows them.
 
 The docs page (Swagger UI) sends an example exactly as listed, so every value comes from what this server
 serves: a real window of the model's length (read from the configured FASTA, or a fixed seeded sequence without

@@ -1,4 +1,4 @@
-"""Genomic intervals → sequences through a pyfaidx-indexed reference FASTA.
+"""Service layer (core): genomic intervals → sequences through a pyfaidx-indexed reference FASTA.
 
 Coordinates are BED-style: 0-based, half-open `[start, end)`. Anything that would read past a chromosome
 (or names one the FASTA lacks) is a client error naming the field, never a silently shortened or padded window.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from .errors import RequestError
+from ..errors import RequestError
 
 #: Anything but A, C, G, T becomes N (IUPAC ambiguity codes, U, gaps), after upper-casing.
 _TO_N = str.maketrans({c: "N" for c in "RYKMSWBDHVUX-.*"})
@@ -25,14 +25,14 @@ class GenomeError(ValueError):
     """The reference FASTA cannot be opened; the message says why and what to do."""
 
 
-def _compression(path: Path) -> str:
-    """`bgzf`, `gzip` or `plain`, from the first bytes."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(18)
-    except OSError as exc:
-        raise GenomeError(f"{path}: cannot read the reference FASTA ({exc.strerror})") from None
-    return compression_of(head)
+#: Bytes that tell the formats apart: gzip's magic and BGZF's extra field (and BCF's magic once inflated).
+HEAD_BYTES = 18
+
+
+def read_head(path: Path) -> bytes:
+    """The first HEAD_BYTES bytes of a file (OSError when it cannot be read), for `compression_of` and sniffers."""
+    with open(path, "rb") as handle:
+        return handle.read(HEAD_BYTES)
 
 
 def compression_of(head: bytes) -> str:
@@ -46,7 +46,10 @@ def compression_of(head: bytes) -> str:
 class Genome:
     def __init__(self, fasta: str | Path):
         self.path = Path(fasta)
-        kind = _compression(self.path)
+        try:
+            kind = compression_of(read_head(self.path))
+        except OSError as exc:
+            raise GenomeError(f"{self.path}: cannot read the reference FASTA ({exc.strerror})") from None
         if kind == "gzip":
             raise GenomeError(f"{self.path}: plain gzip cannot be read at random positions; recompress it with "
                               f"`zcat {self.path} | bgzip > genome.fa.gz` (or decompress it)")

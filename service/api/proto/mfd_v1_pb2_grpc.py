@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from service.proto import mfd_v1_pb2 as service_dot_proto_dot_mfd__v1__pb2
+from service.api.proto import mfd_v1_pb2 as service_dot_api_dot_proto_dot_mfd__v1__pb2
 
 GRPC_GENERATED_VERSION = '1.75.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + f' but the generated code in service/proto/mfd_v1_pb2_grpc.py depends on'
+        + f' but the generated code in service/api/proto/mfd_v1_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,8 +36,8 @@ class PredictorStub(object):
         """
         self.Predict = channel.unary_unary(
                 '/mfd.v1.Predictor/Predict',
-                request_serializer=service_dot_proto_dot_mfd__v1__pb2.PredictRequest.SerializeToString,
-                response_deserializer=service_dot_proto_dot_mfd__v1__pb2.PredictResponse.FromString,
+                request_serializer=service_dot_api_dot_proto_dot_mfd__v1__pb2.PredictRequest.SerializeToString,
+                response_deserializer=service_dot_api_dot_proto_dot_mfd__v1__pb2.PredictResponse.FromString,
                 _registered_method=True)
 
 
@@ -56,8 +56,8 @@ def add_PredictorServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Predict': grpc.unary_unary_rpc_method_handler(
                     servicer.Predict,
-                    request_deserializer=service_dot_proto_dot_mfd__v1__pb2.PredictRequest.FromString,
-                    response_serializer=service_dot_proto_dot_mfd__v1__pb2.PredictResponse.SerializeToString,
+                    request_deserializer=service_dot_api_dot_proto_dot_mfd__v1__pb2.PredictRequest.FromString,
+                    response_serializer=service_dot_api_dot_proto_dot_mfd__v1__pb2.PredictResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -85,8 +85,8 @@ class Predictor(object):
             request,
             target,
             '/mfd.v1.Predictor/Predict',
-            service_dot_proto_dot_mfd__v1__pb2.PredictRequest.SerializeToString,
-            service_dot_proto_dot_mfd__v1__pb2.PredictResponse.FromString,
+            service_dot_api_dot_proto_dot_mfd__v1__pb2.PredictRequest.SerializeToString,
+            service_dot_api_dot_proto_dot_mfd__v1__pb2.PredictResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,5 @@
-"""Request and response schemas (pydantic v2), shared by the HTTP API, the gRPC server and the OpenAPI spec.
+"""Service layer (api): request and response schemas (pydantic v2) of the JSON API, the typed gRPC mirror and the
+OpenAPI document.
 
 Model-dependent checks (window length, request-size limits) read a validation context
 `{"seq_len": …, "max_sequences": …, "max_conditions": …}`; without one (e.g. when a client builds a request)
@@ -14,8 +15,8 @@ from pydantic_core import PydanticCustomError
 
 from mfd_common import tokens
 
-from .effects import DEFAULT_GEOMETRY, MAX_SHIFTS, PAPER_SHIFTS, PAPER_STRANDS
-from .variants import MAX_ALLELE_LENGTH
+from ..core.effects import DEFAULT_GEOMETRY, MAX_SHIFTS, PAPER_SHIFTS, PAPER_STRANDS
+from ..core.variants import allele_problem
 
 ALPHABET = list(tokens.ALPHABET)
 
@@ -31,10 +32,24 @@ def _fail(reason: str, *, status: int = 422, kind: str = "invalid_argument", all
     return PydanticCustomError("mfd_invalid", "{reason}", ctx)
 
 
+#: The letters a window may hold (any case); everything else is refused by `tokens.encode` with its position.
+_BASES = (tokens.ALPHABET + tokens.ALPHABET.lower()).encode()
+
+
+def _letters_ok(value: str) -> bool:
+    """True when `value` is only A/C/G/T/N (any case): one C-speed pass, no array (the windows are encoded once,
+    by the engine, after validation)."""
+    try:
+        return not value.encode("ascii").translate(None, _BASES)
+    except UnicodeError:
+        return False
+
+
 def _check_sequence(value: str, info: ValidationInfo) -> str:
     """Letters first (with the position of the first bad one), then the window length."""
     try:
-        tokens.encode(value)
+        if not _letters_ok(value):
+            tokens.encode(value)  # the exact error: the first bad letter and its position
     except tokens.InvalidSequenceError as exc:
         raise _fail(str(exc), allowed=ALPHABET) from None
     except UnicodeError:
@@ -54,19 +69,16 @@ def _check_limit(value: Any, info: ValidationInfo, key: str) -> Any:
 
 
 def _check_allele(value: str) -> str:
-    if not value:
-        raise _fail("allele must not be empty (write indels VCF-style with the anchor base)")
-    if len(value) > MAX_ALLELE_LENGTH:
-        raise _fail(f"alleles longer than {MAX_ALLELE_LENGTH} bp are not supported")
-    try:
-        tokens.encode(value)
-    except tokens.InvalidSequenceError as exc:
-        raise _fail(str(exc), allowed=ALPHABET) from None
+    problem = allele_problem(value)  # the engine's own check (service.core.variants), as the batch tool runs it
+    if problem is not None:
+        raise _fail(problem, allowed=ALPHABET if problem.startswith("invalid base") else None)
     return value.upper()
 
 
 DnaSequence = Annotated[str, AfterValidator(_check_sequence)]
 Allele = Annotated[str, AfterValidator(_check_allele)]
+
+
 def _check_metadata_value(value: Any) -> Any:
     if isinstance(value, bool):
         raise _fail("booleans are not metadata values: give a number, a string or a list of strings")
@@ -97,6 +109,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class _Scoring(_Strict):
+    """A scoring request: its windows (sequences, intervals or variants) and conditions count against this server's
+    limits (the context's max_sequences / max_conditions), checked before the items themselves."""
+
+    @field_validator("sequences", "intervals", "variants", mode="before", check_fields=False)
+    @classmethod
+    def _window_limit(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_limit(value, info, "max_sequences")
+
+    @field_validator("conditions", mode="before", check_fields=False)
+    @classmethod
+    def _condition_limit(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_limit(value, info, "max_conditions")
+
+
 class Interval(_Strict):
     """A genomic window, BED-style: 0-based start, exclusive end; `end - start` must equal the window length."""
 
@@ -117,7 +144,7 @@ class Interval(_Strict):
         return end
 
 
-class PredictRequest(_Strict):
+class PredictRequest(_Scoring):
     """Score windows (given as sequences or as intervals of the configured genome) under conditions."""
 
     sequences: Optional[Annotated[list[DnaSequence], Field(min_length=1)]] = Field(
@@ -137,16 +164,6 @@ class PredictRequest(_Strict):
                            "exported with strand averaging averages the features inside.")
     return_features: bool = Field(
         False, description="Also return each window's feature vectors `f_bio` and `f_tech` (the embeddings).")
-
-    @field_validator("sequences", "intervals", mode="before")
-    @classmethod
-    def _window_limit(cls, value: Any, info: ValidationInfo) -> Any:
-        return _check_limit(value, info, "max_sequences")
-
-    @field_validator("conditions", mode="before")
-    @classmethod
-    def _condition_limit(cls, value: Any, info: ValidationInfo) -> Any:
-        return _check_limit(value, info, "max_conditions")
 
     @model_validator(mode="after")
     def _one_source(self) -> "PredictRequest":
@@ -178,7 +195,7 @@ class Variant(_Strict):
         return alt
 
 
-# ---- issue 11: shift × strand ensembling of variant effects (service/effects.py) ------------------------------
+# ---- issue 11: shift × strand ensembling of variant effects (service/core/effects.py) ------------------------------
 class Ensemble(_Strict):
     """Shifted crops × strands averaged per allele; the default is the paper's 7 × 2 in their gnomAD geometry,
     `{shifts: 1, strands: 1, geometry: centred}` scores the single centred window."""
@@ -192,7 +209,7 @@ class Ensemble(_Strict):
         "`centred`: window read shifts−1 bases longer, both strands of the same crops (docs/variant-effects.md).")
 
 
-class VariantRequest(_Strict):
+class VariantRequest(_Scoring):
     """Score variants (alt − ref) under conditions; windows are centred on each variant."""
 
     variants: Annotated[list[Variant], Field(min_length=1)]
@@ -204,16 +221,6 @@ class VariantRequest(_Strict):
     return_features: bool = Field(
         False, description="Also return each variant's feature deltas `delta_f_bio` and `delta_f_tech` (alt − ref "
                            "of the ensembled features).")
-
-    @field_validator("variants", mode="before")
-    @classmethod
-    def _variant_limit(cls, value: Any, info: ValidationInfo) -> Any:
-        return _check_limit(value, info, "max_sequences")
-
-    @field_validator("conditions", mode="before")
-    @classmethod
-    def _condition_limit(cls, value: Any, info: ValidationInfo) -> Any:
-        return _check_limit(value, info, "max_conditions")
 
 
 # ---- responses ---------------------------------------------------------------------------------------------
@@ -247,12 +254,17 @@ class WindowResult(BaseModel):
     f_tech: Optional[list[float]] = Field(None, description="Technical features (with `return_features`).")
 
 
-class PredictResponse(BaseModel):
+class _ResponseHead(BaseModel):
+    """What every scoring response starts with: the model, the backend, the options and the conditions used."""
+
     model: str
     backend: str
     biological_only: bool
     reverse_complement: bool
     conditions: list[ResolvedConditionOut]
+
+
+class PredictResponse(_ResponseHead):
     results: list[WindowResult]
 
 
@@ -283,13 +295,8 @@ class VariantResult(BaseModel):
     delta_f_tech: Optional[list[float]] = Field(None, description="alt − ref technical features (return_features).")
 
 
-class VariantResponse(BaseModel):
-    model: str
-    backend: str
-    biological_only: bool
-    reverse_complement: bool
+class VariantResponse(_ResponseHead):
     ensemble: Ensemble
-    conditions: list[ResolvedConditionOut]
     results: list[VariantResult]
 
 

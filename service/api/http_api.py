@@ -1,4 +1,5 @@
-"""The HTTP API: a FastAPI app that BentoML mounts (`@bentoml.asgi_app`); BentoML keeps processes and probes.
+"""Service layer (api): the HTTP API, a FastAPI app that BentoML mounts (`@bentoml.asgi_app`); BentoML keeps processes
+and probes.
 
 Routes (JSON in and out, strict RFC 8259 both ways):
   POST /predict            windows (sequences or FASTA intervals) × conditions → probability, logits
@@ -28,10 +29,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 
-from . import docs_examples, responses, strict_json
+from ..core.effects import MAX_SHIFTS
+from ..errors import RequestError, internal
+from . import docs_examples, json_api, strict_json
 from .admission import Admission, ClientGone
-from .errors import RequestError, internal
-from .effects import MAX_SHIFTS
+from .json_api import JsonApi
 from .schemas import (ErrorResponse, MetadataResponse, PredictRequest, PredictResponse, VariantRequest,
                       VariantResponse)
 
@@ -196,14 +198,14 @@ async def until_disconnected(request: Request, work: Awaitable[Any]) -> Any:
 Handler = Callable[[Any], Awaitable[dict[str, Any]]]
 
 
-async def _score(request: Request, endpoint: str, model: type, run: Callable[[Any], Handler],
+async def _score(request: Request, endpoint: str, model: type, run: Callable[[JsonApi], Handler],
                  serialise: Callable[[Any], bytes] = strict_json.dumps) -> Response:
     state = request.app.state
     async with state.admission.call(endpoint, request.headers.get("authorization")):
         body = await read_body(request, state.settings.max_body_bytes)
-        engine = state.engine
-        parsed = engine.parse(model, strict_json.loads(body))
-        result = await until_disconnected(request, run(engine)(parsed))
+        api: JsonApi = state.json
+        parsed = api.parse(model, strict_json.loads(body))
+        result = await until_disconnected(request, run(api)(parsed))
         return Response(serialise(result), media_type="application/json")
 
 
@@ -213,7 +215,7 @@ async def _score(request: Request, endpoint: str, model: type, run: Callable[[An
 async def predict(request: Request) -> Response:
     """Score DNA windows (sequences, or intervals of the server's genome) under experimental conditions."""
     # orjson (several times faster than the stdlib on this hot path); predict_payload checked every number is finite
-    return await _score(request, "predict", PredictRequest, lambda engine: engine.predict, responses.dumps)
+    return await _score(request, "predict", PredictRequest, lambda api: api.predict, json_api.dumps)
 
 
 @app.post("/predict_variants", summary="Variant effects (alt − ref)", response_model=None,
@@ -221,7 +223,7 @@ async def predict(request: Request) -> Response:
           openapi_extra=_body(VariantRequest))
 async def predict_variants(request: Request) -> Response:
     """Variant effects per condition; windows are centred on each variant and the ref allele is checked."""
-    return await _score(request, "predict_variants", VariantRequest, lambda engine: engine.predict_variants)
+    return await _score(request, "predict_variants", VariantRequest, lambda api: api.predict_variants)
 
 
 @app.api_route("/metadata", methods=["GET", "POST"], summary="Model metadata", response_model=None,
@@ -230,7 +232,7 @@ async def metadata(request: Request) -> Response:
     """Metadata variables (allowed values, numeric ranges), trained tracks, window length and limits."""
     state = request.app.state
     async with state.admission.call("metadata", request.headers.get("authorization"), scoring=False):
-        return Response(strict_json.dumps(state.engine.metadata()), media_type="application/json")
+        return Response(strict_json.dumps(state.json.metadata()), media_type="application/json")
 
 
 @app.get("/docs.json", include_in_schema=False)
@@ -302,6 +304,7 @@ def _json_errors(send: Any) -> Any:
 def attach(engine: Any, admission: Admission) -> None:
     """Give the app this worker's engine and admission (called from the BentoML service's constructor)."""
     app.state.engine = engine
+    app.state.json = JsonApi(engine)
     app.state.settings = engine.settings
     app.state.admission = admission
     app.openapi_schema = None

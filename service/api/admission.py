@@ -1,4 +1,5 @@
-"""One front door for every call, HTTP and gRPC alike: auth, admission control, metrics and the failure table.
+"""Service layer (api): one front door for every call, HTTP and gRPC alike: auth, admission control, metrics and the
+failure table.
 
 - Bearer-token auth (MFD_AUTH_TOKEN), checked before a body is read; probes and /metrics never come here.
 - Admission: at most MFD_MAX_INFLIGHT scoring calls (both transports together) run at once; the rest are
@@ -18,9 +19,9 @@ import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from .errors import RequestError, as_request_error, overloaded, unauthorized
-from .metrics import get_metrics
-from .settings import Settings
+from ..errors import as_request_error, overloaded, unauthorized
+from ..metrics import get_metrics
+from ..settings import Settings
 
 logger = logging.getLogger("mfd.service")
 

@@ -1,4 +1,5 @@
-"""KServe v2 tensors ↔ arrays for the binary inference path (no per-base strings, no JSON on the hot path).
+"""Service layer (api): KServe v2 tensors ↔ the engine's arrays for the binary inference path (no per-base strings, no
+JSON on the hot path).
 
 Request (model `mfd`), windows as exactly one of:
   TOKENS     UINT8 [N, L]   base codes A=0 C=1 G=2 T=3 N=4 (mfd_common.tokens), L = the model card's seq_len
@@ -26,13 +27,15 @@ from tritonclient.grpc import service_pb2
 
 from mfd_common import tokens as dna
 
+from ..core.domain import ScoreOptions
+from ..core.scoring import QUANTITIES, Scores
+from ..errors import RequestError
 from . import strict_json
-from .errors import RequestError
-from .scoring import Scores
 
-SCORE_OUTPUTS = ("PROBABILITY", "LOGIT", "LOGIT_BIO", "LOGIT_TECH")
+#: Output tensor → the `Scores` attribute it carries: the score quantities (by default), then the features.
+SCORE_OUTPUTS = tuple(q.upper() for q in QUANTITIES)
 FEATURE_OUTPUTS = ("FEATURES_BIO", "FEATURES_TECH")
-OUTPUTS = SCORE_OUTPUTS + FEATURE_OUTPUTS
+OUTPUT_OF = {**{q.upper(): q for q in QUANTITIES}, **dict(zip(FEATURE_OUTPUTS, ("f_bio", "f_tech")))}
 WINDOW_INPUTS = ("TOKENS", "SEQUENCES")
 INPUTS = ("SEQUENCES", "CONDITIONS", "TOKENS")
 BOOL_PARAMETERS = ("biological_only", "reverse_complement", "return_features")
@@ -42,12 +45,11 @@ ALPHABET = list(dna.ALPHABET)
 
 @dataclass(frozen=True)
 class InferInputs:
-    """A decoded, validated ModelInferRequest (conditions still as raw values for the ConditionResolver)."""
+    """A decoded, validated ModelInferRequest (conditions still as decoded values for the ConditionResolver)."""
 
     tokens: np.ndarray  # uint8 [N, L]
     conditions: list[Any]
-    biological_only: bool
-    reverse_complement: bool
+    options: ScoreOptions
     outputs: tuple[str, ...]
 
 
@@ -133,21 +135,6 @@ def decode_sequences(tensor, buffer: bytes | None, seq_len: int) -> np.ndarray:
     return np.stack(rows) if rows else np.zeros((0, seq_len), dtype=np.uint8)
 
 
-def _decode_condition(raw: bytes, index: int) -> Any:
-    """One CONDITIONS element: strict JSON when it looks like JSON, else a bare track id."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise RequestError(f"CONDITIONS[{index}]", "conditions must be UTF-8 JSON") from None
-    if not text.lstrip().startswith(("{", "[", '"')):
-        return text
-    try:
-        return strict_json.loads(raw, root=f"CONDITIONS[{index}]")
-    except RequestError as exc:
-        raise RequestError(exc.field, exc.message.replace("request body is ", ""), status=exc.status,
-                           kind=exc.kind) from None
-
-
 def _bool_parameters(request) -> dict[str, bool]:
     values: dict[str, bool] = {}
     for name, param in request.parameters.items():
@@ -167,11 +154,7 @@ def _conditions(request, tensors: dict[str, Any], raw: dict[str, bytes | None]) 
     if param is not None:
         if param.WhichOneof("parameter_choice") != "string_param":
             raise RequestError("parameters.conditions", "must be a string parameter holding a JSON array")
-        try:
-            values = strict_json.loads(param.string_param.encode("utf-8"), root="parameters.conditions")
-        except RequestError as exc:
-            raise RequestError(exc.field, exc.message.replace("request body is ", ""), status=exc.status,
-                               kind=exc.kind) from None
+        values = strict_json.loads_value(param.string_param.encode("utf-8"), "parameters.conditions")
         if not isinstance(values, list):
             raise RequestError("parameters.conditions", "must be a JSON array of conditions")
         return values
@@ -182,8 +165,8 @@ def _conditions(request, tensors: dict[str, Any], raw: dict[str, bytes | None]) 
         raise RequestError("CONDITIONS", f"datatype must be BYTES, got {tensor.datatype}")
     if len(tensor.shape) != 1:
         raise RequestError("CONDITIONS", f"shape must be [k], got {list(tensor.shape)}")
-    return [_decode_condition(item, i) for i, item in enumerate(_bytes_items("CONDITIONS", tensor,
-                                                                              raw["CONDITIONS"]))]
+    return [strict_json.condition_value(item, f"CONDITIONS[{i}]")
+            for i, item in enumerate(_bytes_items("CONDITIONS", tensor, raw["CONDITIONS"]))]
 
 
 def decode_request(request, *, seq_len: int, max_sequences: int, max_conditions: int) -> InferInputs:
@@ -222,25 +205,19 @@ def decode_request(request, *, seq_len: int, max_sequences: int, max_conditions:
     params = _bool_parameters(request)
     requested = tuple(o.name for o in request.outputs)
     for name in requested:
-        if name not in OUTPUTS:
-            raise RequestError("outputs", f"unknown output {name!r}", list(OUTPUTS))
-    outputs = requested or (OUTPUTS if params.get("return_features") else SCORE_OUTPUTS)
-    return InferInputs(window_tokens, conditions, params.get("biological_only", False),
-                       params.get("reverse_complement", False), outputs)
-
-
-def output_arrays(scores: Scores) -> dict[str, np.ndarray]:
-    return {"PROBABILITY": scores.probability, "LOGIT": scores.logit, "LOGIT_BIO": scores.logit_bio,
-            "LOGIT_TECH": scores.logit_tech, "FEATURES_BIO": scores.f_bio, "FEATURES_TECH": scores.f_tech}
+        if name not in OUTPUT_OF:
+            raise RequestError("outputs", f"unknown output {name!r}", list(OUTPUT_OF))
+    outputs = requested or (tuple(OUTPUT_OF) if params.get("return_features") else SCORE_OUTPUTS)
+    options = ScoreOptions(params.get("biological_only", False), params.get("reverse_complement", False))
+    return InferInputs(window_tokens, conditions, options, outputs)
 
 
 def encode_response(scores: Scores, outputs: tuple[str, ...], *, model_name: str, model_version: str,
                     request_id: str) -> service_pb2.ModelInferResponse:
     """FP32 tensors in raw_output_contents (little-endian, row-major), in the order they were requested."""
-    arrays = output_arrays(scores)
     response = service_pb2.ModelInferResponse(model_name=model_name, model_version=model_version, id=request_id)
     for name in outputs:
-        array = np.ascontiguousarray(arrays[name], dtype="<f4")
+        array = np.ascontiguousarray(getattr(scores, OUTPUT_OF[name]), dtype="<f4")
         response.outputs.add(name=name, datatype="FP32", shape=array.shape)
         response.raw_output_contents.append(array.tobytes())
     return response

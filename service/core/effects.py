@@ -1,4 +1,4 @@
-"""Service layer (scoring): shift × strand ensembling and variant effects (alt − ref), the arithmetic shared by
+"""Service layer (core): shift × strand ensembling and variant effects (alt − ref), the arithmetic shared by
 /predict_variants and the batch tool, so both report the same numbers. docs/variant-effects.md has the why.
 
 Two crop geometries (`EnsembleSpec.geometry`):
@@ -34,7 +34,7 @@ import numpy as np
 
 from mfd_common import tokens as dna
 
-from .backends.base import HeadWeights
+from ..backends.base import HeadWeights
 from .scoring import Scores, score
 
 #: The paper's ensemble: 7 shifted crops × 2 strands.
@@ -42,8 +42,6 @@ PAPER_SHIFTS = 7
 PAPER_STRANDS = 2
 #: Upper bound on shifts: each shift multiplies the trunk work; beyond ~a dozen the crops stop adding information.
 MAX_SHIFTS = 16
-
-QUANTITIES = ("probability", "logit", "logit_bio", "logit_tech")
 
 #: Crop geometries: "reference" = the authors' gnomAD script, "centred" = crops around the centred window.
 GEOMETRIES = ("reference", "centred")
@@ -91,7 +89,7 @@ class EnsembleSpec:
 
 def encode_windows(sequences: list[str]) -> np.ndarray:
     """Reference-derived windows → uint8 [N, L]. IUPAC codes in a reference FASTA mean "unknown base" (N); the
-    alleles spliced in were validated strictly before (service.schemas)."""
+    alleles spliced in were validated strictly before (service.core.variants.check_allele)."""
     return np.stack([dna.encode(s, ambiguous_as_n=True) for s in sequences])
 
 
@@ -116,19 +114,7 @@ def crops(long_tokens: np.ndarray, seq_len: int, spec: EnsembleSpec) -> np.ndarr
 def mean_scores(scores: Scores, spec: EnsembleSpec) -> Scores:
     """Per-crop scores [N × E, K] → ensembled [N, K] (E = shifts × strands), averaging each quantity and the
     features [N × E, D] → [N, D] when present."""
-    if spec.size == 1:
-        return scores
-    return mean_groups(scores, spec.size)
-
-
-def mean_groups(scores: Scores, size: int) -> Scores:
-    """Scores of consecutive groups of `size` rows → their means (float64 accumulation, float32 out)."""
-    def average(a: np.ndarray) -> np.ndarray:
-        rows = a.shape[0]
-        return a.reshape(rows // size, size, *a.shape[1:]).mean(axis=1, dtype=np.float64).astype(np.float32)
-    features = None if scores.features is None else average(scores.features)
-    return Scores(average(scores.probability), average(scores.logit), average(scores.logit_bio),
-                  average(scores.logit_tech), scores.bias, features, scores.d_tech)
+    return scores.mean_groups(spec.size)
 
 
 def ensembled_scores(features: np.ndarray, d_tech: int, weights: HeadWeights, spec: EnsembleSpec, *,
@@ -145,31 +131,15 @@ class Effects:
     alt: Scores
 
     def delta(self, quantity: str) -> np.ndarray:
-        """alt − ref of one of QUANTITIES, [V, K] float32."""
-        return getattr(self.alt, quantity) - getattr(self.ref, quantity)
+        """alt − ref of one of service.core.scoring.QUANTITIES, [V, K] float32."""
+        return self.alt.quantity(quantity) - self.ref.quantity(quantity)
 
     def delta_features(self) -> tuple[np.ndarray, np.ndarray]:
         """alt − ref of the ensembled features: (f_bio [V, D_bio], f_tech [V, D_tech]), as their script stores
         `features_biological` / `features_technical`."""
         return self.alt.f_bio - self.ref.f_bio, self.alt.f_tech - self.ref.f_tech
 
-    def row_json(self, i: int, tracks: list[str | None]) -> list[dict[str, Any]]:
-        """The per-condition effect dicts of variant `i` (the /predict_variants `effects` list)."""
-        ref_p, alt_p = self.ref.probability[i].tolist(), self.alt.probability[i].tolist()
-        ref_l, alt_l = self.ref.logit[i].tolist(), self.alt.logit[i].tolist()
-        deltas = {q: self.delta(q)[i].tolist() for q in QUANTITIES}
-        return [{"condition": k, "track": track,
-                 "ref_probability": ref_p[k], "alt_probability": alt_p[k],
-                 "ref_logit": ref_l[k], "alt_logit": alt_l[k],
-                 "delta_probability": deltas["probability"][k], "delta_logit": deltas["logit"][k],
-                 "delta_logit_bio": deltas["logit_bio"][k], "delta_logit_tech": deltas["logit_tech"][k]}
-                for k, track in enumerate(tracks)]
-
 
 def split_effects(scores: Scores, n_variants: int) -> Effects:
     """Ensembled scores of [refs; alts] (2V rows, refs first) → Effects."""
-    def half(part: slice) -> Scores:
-        features = None if scores.features is None else scores.features[part]
-        return Scores(scores.probability[part], scores.logit[part], scores.logit_bio[part],
-                      scores.logit_tech[part], scores.bias, features, scores.d_tech)
-    return Effects(half(slice(0, n_variants)), half(slice(n_variants, 2 * n_variants)))
+    return Effects(scores.rows(slice(0, n_variants)), scores.rows(slice(n_variants, 2 * n_variants)))

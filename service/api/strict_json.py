@@ -1,4 +1,5 @@
-"""Strict JSON in and out (RFC 8259), so pathological bodies are client errors and responses are standard.
+"""Service layer (api): strict JSON in and out (RFC 8259), so pathological bodies are client errors and responses are
+standard.
 
 Python's `json` accepts `NaN`/`Infinity` literals, turns `1e999` into infinity, parses integers of any length
 and recurses once per nesting level. Here a request body is refused, with a 4xx naming the reason, when it
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import RequestError, truncate
+from ..errors import RequestError, truncate
 
 MAX_DEPTH = 32
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -67,7 +68,9 @@ def loads(body: bytes, *, max_depth: int = MAX_DEPTH, root: str = "") -> Any:
     if not body.strip():
         raise RequestError(whole, "request body is empty; send a JSON object", status=400)
     # The depth scan runs on the bytes before parsing, so a 100k-deep body never reaches a recursive parser.
-    if nesting_depth(body) > max_depth:
+    # A body with at most max_depth opening brackets in all cannot nest deeper: most bodies (a few lists of long
+    # sequences) skip the scan, whose string-stripping pass costs ~10 ms on a 256-window body.
+    if body.count(b"[") + body.count(b"{") > max_depth and nesting_depth(body) > max_depth:
         raise RequestError(whole, f"JSON nests deeper than {max_depth} levels", status=400)
     try:
         text, bad_bytes = body.decode("utf-8"), None
@@ -88,6 +91,35 @@ def loads(body: bytes, *, max_depth: int = MAX_DEPTH, root: str = "") -> Any:
     if bad_bytes is not None or _SURROGATE_ESCAPE.search(body):
         _refuse_non_unicode(value, root, bad_bytes)
     return value
+
+
+def loads_value(raw: bytes, field: str) -> Any:
+    """Parse one JSON value carried inside another wire format (a KServe parameter or tensor element, a
+    command-line argument) with the body's rules; errors name `field` and speak of the value, not a body."""
+    try:
+        return loads(raw, root=field)
+    except RequestError as exc:
+        raise RequestError(exc.field, exc.message.replace("request body is ", ""), status=exc.status,
+                           kind=exc.kind) from None
+
+
+def condition_value(raw: bytes | str, field: str) -> Any:
+    """A condition given as text (KServe CONDITIONS element, batch `--conditions` argument): strict JSON when it
+    looks like JSON (`"ENCFF001"`, `{"track": …}`, `{"biosample": …}`), else a bare track id. The value then goes
+    to the one condition parser, `service.core.conditions.ConditionResolver.parse`."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError(field, "conditions must be UTF-8 JSON") from None
+    else:
+        text, raw = raw, raw.encode("utf-8", "surrogatepass")
+    if not text.lstrip().startswith(("{", "[", '"')):
+        if _SURROGATES.search(text):
+            raise RequestError(field, f"string \"{_shown(text, False)}\" holds a lone surrogate, which is not "
+                               "Unicode text", status=400, kind="invalid_text")
+        return text
+    return loads_value(raw, field)
 
 
 def _bad_bytes(exc: UnicodeDecodeError) -> str:

@@ -1,4 +1,4 @@
-"""Requested conditions → output weights, with an LRU cache per distinct condition.
+"""Service layer (core): requested conditions → output weights, with an LRU cache per distinct condition.
 
 A condition is a trained track id (`"ENCFF001"` or `{"track": "ENCFF001"}`) or any mapping of metadata values
 (`{"biosample": "K562", "lab": "lab-B"}`), including combinations never measured; a variable left out takes
@@ -8,8 +8,12 @@ keyed by the *codes*, so a track id and its equivalent metadata share one entry.
 
 Bias: MFD learns a free bias per trained track. A condition naming a track gets exactly that track's bias (from
 the card); any other condition gets the head's bias, computed by the card's documented `bias_rule`. Each resolved
-condition says which (`bias_rule`: "track" or the rule's name). The head is tiny next to the trunk, but caching still saves a backend round trip
-(Triton) per request on the hot path.
+condition says which (`bias_rule`: "track" or the rule's name). The head is tiny next to the trunk, but caching
+still saves a backend round trip (Triton) per request on the hot path.
+
+`ConditionResolver.parse` is the one condition parser: every front door (REST JSON, KServe tensors, typed gRPC,
+the batch tool) hands it the decoded value (a string or a mapping) and gets a `ResolvedCondition` or a
+RequestError naming `<prefix>[i].<variable>`; the wire formats only decode their own framing.
 """
 from __future__ import annotations
 
@@ -23,22 +27,14 @@ import numpy as np
 from mfd_common.card import ModelCard
 from mfd_common.codec import NUMERIC_TYPES, MetadataCodec, MetadataError, is_missing, number_of
 
-from .backends.base import Backend, HeadWeights
-from .errors import RequestError
-from .metrics import get_metrics
+from mfd_common.numeric import MAX_STANDARD_SCORE, numeric_range, standard_score_in_range
+
+from ..backends.base import Backend, HeadWeights
+from ..errors import RequestError
+from ..metrics import get_metrics
 
 ConditionInput = Union[str, Mapping[str, Any]]
 TRACK_KEY = "track"
-#: A numeric metadata value must lie within this many training standard deviations of the training mean:
-#: far outside, the metadata network extrapolates blindly (and float32 codes overflow into NaN probabilities).
-MAX_STANDARD_SCORE = 6.0
-
-
-def numeric_range(mean: float, std: float) -> tuple[float, float]:
-    """Accepted [min, max] of a numeric variable (documented per variable by GET /metadata)."""
-    return mean - MAX_STANDARD_SCORE * std, mean + MAX_STANDARD_SCORE * std
-
-
 @dataclass(frozen=True)
 class ResolvedCondition:
     """A condition as the service understood it: the track it names (if any) and the metadata it encodes."""
@@ -84,6 +80,7 @@ class ConditionResolver:
             return resolved
         if not isinstance(condition, Mapping):
             raise RequestError(field, "a condition is a track id (string) or a mapping of metadata values")
+        self._check_values(condition, field)
         if TRACK_KEY in condition:
             if len(condition) != 1:
                 extra = sorted(k for k in condition if k != TRACK_KEY)
@@ -99,6 +96,22 @@ class ConditionResolver:
         unspecified = tuple(v.name for v in self.codec.variables if v.name not in condition)
         return ResolvedCondition(None, dict(condition), codes, self.bias_rule, unspecified)
 
+    @staticmethod
+    def _check_values(condition: Mapping[str, Any], field: str) -> None:
+        """Each value is a string, a number, a list of strings or null (the JSON schema's `MetadataValue`): a
+        boolean or a nested object is refused here for every front door, not only where pydantic validates."""
+        for name, value in condition.items():
+            if not isinstance(name, str):
+                raise RequestError(field, "metadata variable names are strings")
+            if isinstance(value, bool):
+                raise RequestError(f"{field}.{name}", "booleans are not metadata values: give a number, a string "
+                                   "or a list of strings")
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                continue
+            if value is not None and not isinstance(value, (str, int, float)):
+                raise RequestError(f"{field}.{name}", "a metadata value is a number, a string, a list of strings "
+                                   "or null")
+
     def _check_ranges(self, condition: Mapping[str, Any], codes: np.ndarray, field: str) -> None:
         """Numbers the codec encoded must also be sane: `int` variables whole, every number within range."""
         for name, value in condition.items():
@@ -111,7 +124,7 @@ class ConditionResolver:
                 raise RequestError(f"{field}.{name}", f"{str(value)[:40]} is not a whole number ({name} is an "
                                    "integer variable)")
             standard_score = float(codes[self.codec.offsets[name][0]])
-            if not abs(standard_score) <= MAX_STANDARD_SCORE:  # also catches inf/NaN
+            if not standard_score_in_range(standard_score):  # also catches inf/NaN
                 low, high = numeric_range(variable.mean, variable.std)
                 raise RequestError(f"{field}.{name}", f"{str(value)[:40]} is outside the range this model was "
                                    f"trained for: {low:.6g} to {high:.6g} (training mean ± "
