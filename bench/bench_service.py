@@ -54,29 +54,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def build_repository(channels: int, workdir: Path, template: Path = REPO_ROOT / "model_repository") -> Path:
-    """A random-weight model `channels` wide with the metadata schema and tracks of `template`'s card, exported
-    (throughput does not depend on the weights; the training code builds and exports it)."""
-    import torch
+    """A random-weight model `channels` wide with the schema and tracks of `template`'s card, exported."""
+    from bench.random_model import random_repository
 
-    from mfd_common.card import ModelCard, Track
-    from training.model.checkpoint import save_checkpoint
-    from training.repository.export import export_repository
-    from training.model.network import MFDModel, ModelConfig
-
-    torch.manual_seed(0)
-    source = ModelCard.load(template / "model_card.json")
-    codec = source.metadata_codec()
-    rows = [t.metadata for t in source.tracks]
-    cfg = ModelConfig(channels=channels)
-    model = MFDModel(cfg, codec, n_tracks=len(rows), track_codes=torch.as_tensor(codec.encode_many(rows,
-                                                                                                   strict=False)))
-    model.eval()
-    card = ModelCard(model_name=f"bench-random-{channels}", seq_len=cfg.window_bases, onehot_order=cfg.seq_order,
-                     d_tech=cfg.d_tech, d_bio=cfg.d_bio, codec=codec.to_dict(),
-                     tracks=[Track(id=t.id, metadata=t.metadata, bias=0.0) for t in source.tracks],
-                     versions={"torch": torch.__version__})
-    checkpoint = save_checkpoint(model, card, workdir / "ckpt")
-    return Path(export_repository(checkpoint, workdir / "repository"))
+    return random_repository(channels, workdir, template=template)
 
 
 def bench_raw(repository: Path, windows: int, requests: int, threads: int, seq_len: int) -> dict:
