@@ -4,7 +4,7 @@
     python -m bench.bench_attributions --threads 4 --repeats 5 --json out.json
 
 Measures, on one CPU (or --device cuda):
-  ism          service.attributions.ism over the whole window through EmbeddedBackend.features, or with
+  ism          service.core.attributions.ism over the whole window through EmbeddedBackend.features, or with
                --batcher through the service's MicroBatcher (what /attribute will run): mutated windows built,
                chunked, scored for every part and condition
   raw trunk    the same mutated windows, pre-built, through the TorchScript trunk in calls of the size the ISM
@@ -32,10 +32,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from mfd_common import tokens as dna  # noqa: E402
-from service.attribution_gradients import TrunkGradients  # noqa: E402
-from service.attributions import ism, mutated_windows, plan_mutations  # noqa: E402
+from service.core.attribution_gradients import TrunkGradients  # noqa: E402
+from service.core.attributions import ism, mutated_windows, plan_mutations  # noqa: E402
 from service.backends.embedded import EmbeddedBackend  # noqa: E402
-from service.batcher import MicroBatcher  # noqa: E402
+from service.core.batcher import MicroBatcher  # noqa: E402
 from service.repository import load_repository  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
