@@ -222,6 +222,7 @@ def test_readme_example_runs(mfd_service, service_genome, tmp_path, monkeypatch)
     assert "http://127.0.0.1:3000" in code and "build/demo_data/genome.fa" in code
     code = code.replace("http://127.0.0.1:3000", mfd_service.http_url)
     code = code.replace("build/demo_data/genome.fa", str(service_genome.path))
+    code = code.replace('"model_repository"', repr(str(Path(__file__).resolve().parents[1] / "model_repository")))
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
@@ -230,3 +231,7 @@ def test_readme_example_runs(mfd_service, service_genome, tmp_path, monkeypatch)
     effects = namespace["effects"]
     assert len(effects) == 2 and set(effects.id) == {"my-snv"} and np.isfinite(effects.delta_logit).all()
     assert (tmp_path / "my-snv.png").stat().st_size > 10_000
+    assert namespace["attr"].maps.shape == (1, 1, 3, 40, 4) and np.abs(namespace["attr"].maps).max() > 0
+    assert (tmp_path / "logos.png").stat().st_size > 10_000
+    assert namespace["bio_map"].shape == (namespace["meta"]["seq_len"], 4)
+    assert len(namespace["local"]) == 2 and np.isfinite(namespace["local"].logit).all()
