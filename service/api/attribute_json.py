@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from mfd_common import tokens as dna
 
-from ..core.attribution import AttributeOptions, Attributor
+from ..core.attribution import AttributeOptions, attributor_for
 from ..core.attributions import BASES, METHODS, PARTS, Attribution
 from ..core.domain import GenomicInterval, Windows
 from ..core.engine import Engine
@@ -121,7 +121,7 @@ class AttributeApi:
     def __init__(self, engine: Engine, json: JsonApi | None = None):
         self.engine = engine
         self.json = json or JsonApi(engine)
-        self.attributor = Attributor(engine)
+        self.attributor = attributor_for(engine)
 
     async def attribute(self, request: AttributeRequest) -> dict[str, Any]:
         engine = self.engine

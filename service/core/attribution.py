@@ -21,6 +21,7 @@ engine's own windows and resolved conditions plus `AttributeOptions`, and gets a
 from __future__ import annotations
 
 import asyncio
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -162,3 +163,14 @@ class Attributor:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+_ATTRIBUTORS: "weakref.WeakKeyDictionary[Any, Attributor]" = weakref.WeakKeyDictionary()
+
+
+def attributor_for(engine: Any) -> Attributor:
+    """The one Attributor of `engine` (HTTP and gRPC share it: one gradient thread, one trunk copy per engine)."""
+    attributor = _ATTRIBUTORS.get(engine)
+    if attributor is None:
+        attributor = _ATTRIBUTORS[engine] = Attributor(engine)
+    return attributor
