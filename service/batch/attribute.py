@@ -75,8 +75,7 @@ async def _engine(args: argparse.Namespace) -> AsyncIterator[Engine]:
     except GenomeError as exc:
         raise BatchError(str(exc)) from None
     try:
-        await engine.start()
-        yield engine
+        yield engine          # started by the caller once the regions and conditions are checked
     finally:
         await engine.close()
 
@@ -125,6 +124,12 @@ def tracks_ini(conditions: list[Any], method: str) -> str:
     return "\n".join(lines)
 
 
+def _batch_message(exc: RequestError) -> str:
+    allowed = f" (allowed: {', '.join(map(str, exc.allowed[:10]))})" if exc.allowed else ""
+    field = {"method": "--method", "steps": "--steps", "baseline": "--baseline"}.get(exc.field, exc.field)
+    return f"{field}: {exc.message}{allowed}"
+
+
 async def run_attribute(args: argparse.Namespace) -> dict[str, Any]:
     import pyBigWig
 
@@ -134,6 +139,12 @@ async def run_attribute(args: argparse.Namespace) -> dict[str, Any]:
         regions = placed(parse_regions(args.regions, engine.genome), engine.genome.lengths, engine.seq_len)
         resolved = resolve(engine, conditions)
         attributor = Attributor(engine)
+        try:
+            attributor.plan(np.zeros((1, engine.seq_len), np.uint8), len(resolved),
+                            AttributeOptions(args.method, PARTS, None, args.strands == 2, args.steps))
+        except RequestError as exc:   # the method and its options, before loading the model
+            raise BatchError(_batch_message(exc)) from None
+        await engine.start()
         per_base: list[np.ndarray] = []            # per region [K, P, W]
         try:
             for region, window in regions:
@@ -144,9 +155,7 @@ async def run_attribute(args: argparse.Namespace) -> dict[str, Any]:
                                                     resolved, options)
                 per_base.append(result.per_base()[0])
         except RequestError as exc:
-            allowed = f" (allowed: {', '.join(map(str, exc.allowed[:10]))})" if exc.allowed else ""
-            field = {"method": "--method", "steps": "--steps"}.get(exc.field, exc.field)
-            raise BatchError(f"{field}: {exc.message}{allowed}") from None
+            raise BatchError(_batch_message(exc)) from None
         finally:
             attributor.close()
         lengths = list(engine.genome.lengths.items())
