@@ -18,7 +18,8 @@ Liveness/readiness/metadata RPCs need no token (probes).
 
 Beside it, the typed `mfd.v1.Predictor/Predict` (service/api/proto/mfd_v1.proto) mirrors POST /predict message for
 message, with the same validation (service.api.json_api), auth, admission control and metrics; its response is
-written from the engine's score arrays, as the JSON one is.
+written from the engine's score arrays, as the JSON one is. `Predictor/Attribute` mirrors POST /attribute
+(service.api.attribute_grpc).
 """
 from __future__ import annotations
 
@@ -221,6 +222,15 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
 
         # Field names as in the proto / HTTP API (`conditions[0].lab`), not KServe tensor names.
         return await guarded(self.admission, context, "grpc_predict", handle, tensor_names=False)
+
+    async def Attribute(self, request, context):
+        """The typed mirror of POST /attribute (service.api.attribute_grpc)."""
+        from .attribute_grpc import AttributeApi, attribute
+
+        if getattr(self, "attribution", None) is None:
+            self.attribution = AttributeApi(self.engine, self.json)
+        return await guarded(self.admission, context, "grpc_attribute", lambda: attribute(self.attribution, request),
+                             tensor_names=False)
 
 
 class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):

@@ -4,6 +4,7 @@ and probes.
 Routes (JSON in and out, strict RFC 8259 both ways):
   POST /predict            windows (sequences or FASTA intervals) × conditions → probability, logits
   POST /predict_variants   chrom/pos/ref/alt × conditions → alt − ref effects
+  POST /attribute          per-base attribution maps of logit, logit_bio, logit_tech (attribute_json.py)
   GET  /metadata           vocabularies, numeric ranges, trained tracks, limits (POST also answers)
   GET  /docs.json, GET /   our OpenAPI document and Swagger UI on it (files from the swagger-ui-py wheel, served
                            under /docs-assets/: no CDN), whose worked examples run as written (docs_examples)
@@ -33,6 +34,7 @@ from ..core.effects import MAX_SHIFTS
 from ..errors import RequestError, internal
 from . import docs_examples, json_api, strict_json
 from .admission import Admission, ClientGone
+from .attribute_json import AttributeApi, AttributeRequest, AttributeResponse
 from .json_api import JsonApi
 from .schemas import (ErrorResponse, MetadataResponse, PredictRequest, PredictResponse, VariantRequest,
                       VariantResponse)
@@ -106,7 +108,7 @@ class MFDApi(FastAPI):
             _set_examples(spec, "/predict", docs_examples.predict_examples(engine))
             _set_examples(spec, "/predict_variants", docs_examples.variant_examples(engine, MAX_SHIFTS))
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-        for request_model in (PredictRequest, VariantRequest):
+        for request_model in (PredictRequest, VariantRequest, AttributeRequest):
             schema = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))
             schemas[request_model.__name__] = schema
@@ -226,6 +228,16 @@ async def predict_variants(request: Request) -> Response:
     return await _score(request, "predict_variants", VariantRequest, lambda api: api.predict_variants)
 
 
+@app.post("/attribute", summary="Per-base attributions (ISM, gradient × input, integrated gradients)",
+          response_model=None, responses={200: {"model": AttributeResponse}, **_errors(400, 401, 413, 415, 422, 503)},
+          openapi_extra=_body(AttributeRequest))
+async def attribute(request: Request) -> Response:
+    """Which bases drive the logit, its biological part and its technical part: one [L][4] map (A, C, G, T) per
+    window, condition and part. `ism` runs on any backend; the gradient methods need the embedded one."""
+    return await _score(request, "attribute", AttributeRequest, lambda _: request.app.state.attribute.attribute,
+                        json_api.dumps)
+
+
 @app.api_route("/metadata", methods=["GET", "POST"], summary="Model metadata", response_model=None,
                responses={200: {"model": MetadataResponse}, **_errors(401)})
 async def metadata(request: Request) -> Response:
@@ -305,6 +317,7 @@ def attach(engine: Any, admission: Admission) -> None:
     """Give the app this worker's engine and admission (called from the BentoML service's constructor)."""
     app.state.engine = engine
     app.state.json = JsonApi(engine)
+    app.state.attribute = AttributeApi(engine, app.state.json)
     app.state.settings = engine.settings
     app.state.admission = admission
     app.openapi_schema = None

@@ -3,7 +3,7 @@
     tokens [N, L] ─► mutated windows (3 per position, 4 at an N) ─► Backend.features, chunked and async
                  ─► scores of every part × condition from the same features ─► maps [N, K, P, W, 4]
 
-MFD's logit is `f_bio·w_bio + f_tech·w_tech + bias` (service.scoring), so one forward pass per mutated window
+MFD's logit is `f_bio·w_bio + f_tech·w_tech + bias` (service.core.scoring), so one forward pass per mutated window
 gives every part and every condition: the features are computed once and the K × P scores are two matmuls.
 Only `Backend.features` and the head's `HeadWeights` are used, so ISM runs on any backend (embedded or Triton).
 
@@ -25,7 +25,7 @@ Axis order of `Attribution.maps` is [sequence, condition, part, position, base]:
 `[L][4]` map for one sequence, condition and part, and a JSON response nests the same way.
 
 Gradient methods (gradient × input, integrated gradients) need the TorchScript trunk in-process:
-service.attribution_gradients. Input checks raise `AttributionInputError` naming the request field.
+service.core.attribution_gradients. Input checks raise `AttributionInputError` naming the request field.
 """
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ def check_tokens(tokens: np.ndarray, seq_len: int | None = None, field: str = "s
 # ---- scoring -------------------------------------------------------------------------------------------
 
 def part_scores(features: np.ndarray, d_tech: int, weights: Any, parts: Sequence[str]) -> np.ndarray:
-    """float32 [n, K, P]: each part's score for every window × condition, in service.scoring's arithmetic."""
+    """float32 [n, K, P]: each part's score for every window × condition, in service.core.scoring's arithmetic."""
     features = np.asarray(features, dtype=np.float32)
     logit_bio = features[:, d_tech:] @ weights.w_bio.T
     logit_tech = features[:, :d_tech] @ weights.w_tech.T
