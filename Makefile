@@ -40,8 +40,8 @@ serve: demo
 test: setup tools
 	$(PY) -m pytest
 
-# The paper's claims on a converged demo run (MFD vs baseline, the CI preset of training/demo_preset.py run for
-# PAPER_EPOCHS = 60 epochs each; about 26 min on 2 idle cores, timeout 40 min).
+# The paper's claims on a converged demo run (MFD vs baseline, the CI preset of
+# training/evaluation/demo_preset.py run for PAPER_EPOCHS = 60 epochs each; about 26 min on 2 idle cores, timeout 40 min).
 test-paper: setup
 	$(PY) -m pytest -m paper tests/test_training_demo.py
 

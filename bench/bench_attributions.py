@@ -4,7 +4,7 @@
     python -m bench.bench_attributions --threads 4 --repeats 5 --json out.json
 
 Measures, on one CPU (or --device cuda):
-  ism          service.attributions.ism over the whole window through EmbeddedBackend.features, or with
+  ism          service.core.attributions.ism over the whole window through EmbeddedBackend.features, or with
                --batcher through the service's MicroBatcher (what /attribute will run): mutated windows built,
                chunked, scored for every part and condition
   raw trunk    the same mutated windows, pre-built, through the TorchScript trunk in calls of the size the ISM
@@ -13,6 +13,8 @@ Measures, on one CPU (or --device cuda):
   window       ISM of a window of --window-fraction of the sequence, seconds ÷ full ISM seconds (target ≈ the
                fraction: a 5% window mutates only 3 × 5% of the positions)
   gradients    seconds per sequence for gradient × input and integrated gradients (64 steps), for scale
+  --http URL   also POST /attribute (ISM, the same sequences and conditions, full and window) to a running
+               server of the same repository: windows/s over real HTTP, and ÷ the raw trunk's windows/s
 ISM and raw runs alternate, so load from other processes hits both alike; the median of --repeats is reported.
 """
 from __future__ import annotations
@@ -32,10 +34,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from mfd_common import tokens as dna  # noqa: E402
-from service.attribution_gradients import TrunkGradients  # noqa: E402
-from service.attributions import ism, mutated_windows, plan_mutations  # noqa: E402
+from service.core.attribution_gradients import TrunkGradients  # noqa: E402
+from service.core.attributions import ism, mutated_windows, plan_mutations  # noqa: E402
 from service.backends.embedded import EmbeddedBackend  # noqa: E402
-from service.batcher import MicroBatcher  # noqa: E402
+from service.core.batcher import MicroBatcher  # noqa: E402
 from service.repository import load_repository  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
@@ -95,7 +97,8 @@ async def run(args: argparse.Namespace) -> dict:
         await batcher.close()
     await backend.close()
     ism_med, raw_med, win_med = (statistics.median(x) for x in (ism_s, raw_s, win_s))
-    return {"model": repository.card.model_name, "via": "micro-batcher" if batcher else "backend",
+    http = over_http(args, tokens, window, n_windows, raw_med) if args.http else {}
+    return {**http, "model": repository.card.model_name, "via": "micro-batcher" if batcher else "backend",
             "max_batch": settings.max_batch, "trunk_call": call, "seq_len": length, "sequences": args.sequences,
             "conditions": len(CONDITIONS), "threads": args.threads, "device": args.device, "chunk": args.chunk,
             "windows": int(n_windows), "ism_windows_per_s": n_windows / ism_med,
@@ -103,6 +106,26 @@ async def run(args: argparse.Namespace) -> dict:
             "window": list(window), "window_fraction": width / length, "window_over_full_seconds": win_med / ism_med,
             "gradient_x_input_s": gxi, "integrated_gradients_64_s": ig,
             "ism_s": ism_s, "raw_s": raw_s, "window_s": win_s}
+
+
+def over_http(args: argparse.Namespace, tokens: np.ndarray, window: tuple[int, int], n_windows: int,
+              raw_med: float) -> dict:
+    """POST /attribute to `args.http`, full ISM and the window, `args.repeats` times each, alternating."""
+    import httpx
+
+    body = {"sequences": [dna.decode(t) for t in tokens], "conditions": CONDITIONS, "method": "ism"}
+    full_s, win_s = [], []
+    with httpx.Client(base_url=args.http, timeout=600) as client:
+        for _ in range(args.repeats):
+            for payload, out in ((body, full_s), ({**body, "window": {"start": window[0], "end": window[1]}}, win_s)):
+                t0 = time.perf_counter()
+                response = client.post("/attribute", json=payload)
+                out.append(time.perf_counter() - t0)
+                if response.status_code != 200:
+                    raise SystemExit(f"/attribute: HTTP {response.status_code}: {response.text[:300]}")
+    full, part = statistics.median(full_s), statistics.median(win_s)
+    return {"http_ism_windows_per_s": n_windows / full, "http_over_raw": raw_med / full,
+            "http_window_over_full_seconds": part / full, "http_ism_s": full_s, "http_window_s": win_s}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batcher", action="store_true",
                         help="send ISM's windows through the service's MicroBatcher (MFD_MAX_BATCH windows per trunk "
                              "call, as /attribute will) instead of straight to the backend")
+    parser.add_argument("--http", default=None, help="base URL of a running server of the same repository: also "
+                                                     "time POST /attribute over HTTP")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
@@ -130,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  window {report['window_fraction']:.1%}: {report['window_over_full_seconds']:.3f} of the full ISM's time")
     print(f"  gradient x input {report['gradient_x_input_s']:.2f} s, integrated gradients (64 steps) "
           f"{report['integrated_gradients_64_s']:.2f} s per sequence")
+    if args.http:
+        print(f"  /attribute over HTTP {report['http_ism_windows_per_s']:9.1f} windows/s, "
+              f"{report['http_over_raw']:.3f} of the raw trunk; window {report['http_window_over_full_seconds']:.3f} "
+              "of the full ISM's time")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

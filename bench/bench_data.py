@@ -79,9 +79,9 @@ def _vm_hwm_mb() -> float:
 
 
 def _build(work: str, queue: Any) -> None:
-    from training.encode import read_encode_metadata
-    from training.genome import build_token_genome
-    from training.labels import TrackSource, build_label_store
+    from training.data.encode_report import read_encode_metadata
+    from training.data.genome import build_token_genome
+    from training.data.labels import TrackSource, build_label_store
     work_path = Path(work)
     t0 = time.perf_counter()
     genome = build_token_genome(work_path / "data" / "genome.fa", work_path / "store_genome", progress=False)
@@ -98,7 +98,7 @@ def _build(work: str, queue: Any) -> None:
 def write_wide_store(work: Path, n_tracks: int, density: float = 0.02, seed: int = 0) -> Path:
     """A store on the built one's bins with `n_tracks` random tracks: the loader's cost at the paper's width
     (2,106 tracks) without parsing 2,106 peak files. Coverage is recomputed from the random bits."""
-    from training.labels import COVERAGE_FILE, LABELS_FILE, META_FILE, _POPCOUNT
+    from training.data.labels import COVERAGE_FILE, LABELS_FILE, META_FILE, _POPCOUNT
     source, wide = work / "store_labels", work / f"store_wide{n_tracks}"
     wide.mkdir(exist_ok=True)
     meta = json.loads((source / META_FILE).read_text())
@@ -123,9 +123,9 @@ def write_wide_store(work: Path, n_tracks: int, density: float = 0.02, seed: int
 def _load(work: str, window: int, workers: int, batch: int, seconds: float, queue: Any,
           store_name: str = "store_labels") -> None:
     import torch
-    from training.labels import LabelStore
-    from training.loader import StoreWindowDataset, make_loader
-    from training.splits import Universe, split_bins
+    from training.data.labels import LabelStore
+    from training.data.loader import StoreWindowDataset, make_loader
+    from training.data.splits import Universe, split_bins
     torch.set_num_threads(1)
     work_path = Path(work)
     store = LabelStore(work_path / store_name)

@@ -31,11 +31,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -47,6 +45,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.null_trunk import null_trunk_repository  # noqa: E402
 from bench.processes import ServerProcess, free_ports  # noqa: E402
 
 
@@ -55,55 +54,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def build_repository(channels: int, workdir: Path, template: Path = REPO_ROOT / "model_repository") -> Path:
-    """A random-weight model `channels` wide with the metadata schema and tracks of `template`'s card, exported
-    (throughput does not depend on the weights; the training code builds and exports it)."""
-    import torch
+    """A random-weight model `channels` wide with the schema and tracks of `template`'s card, exported."""
+    from bench.random_model import random_repository
 
-    from mfd_common.card import ModelCard, Track
-    from training.checkpoint import save_checkpoint
-    from training.export import export_repository
-    from training.model import MFDModel, ModelConfig
-
-    torch.manual_seed(0)
-    source = ModelCard.load(template / "model_card.json")
-    codec = source.metadata_codec()
-    rows = [t.metadata for t in source.tracks]
-    cfg = ModelConfig(channels=channels)
-    model = MFDModel(cfg, codec, n_tracks=len(rows), track_codes=torch.as_tensor(codec.encode_many(rows,
-                                                                                                   strict=False)))
-    model.eval()
-    card = ModelCard(model_name=f"bench-random-{channels}", seq_len=cfg.window_bases, onehot_order=cfg.seq_order,
-                     d_tech=cfg.d_tech, d_bio=cfg.d_bio, codec=codec.to_dict(),
-                     tracks=[Track(id=t.id, metadata=t.metadata, bias=0.0) for t in source.tracks],
-                     versions={"torch": torch.__version__})
-    checkpoint = save_checkpoint(model, card, workdir / "ckpt")
-    return Path(export_repository(checkpoint, workdir / "repository"))
-
-
-def null_trunk_repository(source: Path, workdir: Path) -> Path:
-    """A copy of `source` whose trunk answers instantly; the card's checksum is updated to match."""
-    import torch
-
-    card = json.loads((source / "model_card.json").read_text())
-    d = int(card["d_tech"]) + int(card["d_bio"])
-    if d > card["seq_len"]:
-        raise ValueError("null trunk slices features from the tokens, so needs seq_len >= d_tech + d_bio")
-
-    class NullTrunk(torch.nn.Module):
-        def __init__(self, width: int):
-            super().__init__()
-            self.width = width
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return tokens[:, :self.width].float() - 2.0  # sequence-dependent, no compute
-
-    target = workdir / "null_repository"
-    shutil.copytree(source, target)
-    trunk = target / "mfd_trunk" / "1" / "model.pt"
-    torch.jit.script(NullTrunk(d)).save(str(trunk))
-    card.setdefault("checksums", {})["mfd_trunk/1/model.pt"] = hashlib.sha256(trunk.read_bytes()).hexdigest()
-    (target / "model_card.json").write_text(json.dumps(card, indent=2))
-    return target
+    return random_repository(channels, workdir, template=template)
 
 
 def bench_raw(repository: Path, windows: int, requests: int, threads: int, seq_len: int) -> dict:

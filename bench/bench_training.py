@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from mfd_common.codec import GroupLayout, MetadataCodec, Variable
-from training.model import MFDModel, ModelConfig
-from training.penalty import IndependencePenalty
+from training.model.network import MFDModel, ModelConfig
+from training.model.penalty import IndependencePenalty
 
 
 def bench_codec(n_tracks: int) -> tuple[MetadataCodec, list[dict]]:

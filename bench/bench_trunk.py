@@ -34,16 +34,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from mfd_common.card import CARD_FILENAME, TRUNK_MODEL, ModelCard  # noqa: E402
-from training.checkpoint import load_checkpoint  # noqa: E402
-from training.export import export_repository  # noqa: E402
+from training.model.checkpoint import load_checkpoint  # noqa: E402
+from training.repository.export import export_repository  # noqa: E402
 
 DEMO_CHECKPOINT = REPO_ROOT / "build" / "demo_ckpt"
 
 
 def default_size_checkpoint(directory: Path) -> Path:
     """A random-weight default-size model (C=768, 2176 bp, order 2) with calibrated BatchNorm statistics."""
-    from tests.fixtures.models import build_tiny_checkpoint
-    return build_tiny_checkpoint(directory, channels=768, onehot_order=2, seed=0)
+    from bench.random_model import random_checkpoint
+    return random_checkpoint(768, directory, onehot_order=2, seed=0)
 
 
 def _cast_input_hook(module: torch.nn.Module, args):

@@ -2,7 +2,7 @@
 
 Why: a scientific claim tested near its threshold fails on some other CPU. This trains the MFD/baseline pair of
 `tests/test_training_demo.py` (same data, same preset) for each (seed, threads), prints each run's claim margins
-(`training.demo_claims`) and the min / median / max per claim, so the test's thresholds can be set below the
+(`training.evaluation.demo_claims`) and the min / median / max per claim, so the test's thresholds can be set below the
 worst run with room. The pair trains side by side, one process per model, as the test fixture does.
 
     python -m bench.demo_claims_sweep --seeds 0 1 2 3 4 --threads 1 2 --out build/claims_sweep
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training.demo_claims import claims, gc_readouts
-from training.demo_data import generate
-from training.demo_preset import DEMO_CI_OVERRIDES
+from training.evaluation.demo_claims import claims, gc_readouts
+from training.data.demo_genome import generate
+from training.evaluation.demo_preset import DEMO_CI_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[1]
 

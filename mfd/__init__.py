@@ -3,8 +3,9 @@
 - `mfd.Client("http://host:3000")`: the remote half, over the service's REST API (needs the `client` extra:
   httpx, pandas). `predict`, `predict_variants`, `metadata` return pandas DataFrames / dicts; requests are split
   to fit the server's limits and sent one after the other, with an optional progress bar.
-- `mfd.Model.load(repository)`: the in-process half (the embedded engine, no server). Not built yet: the engine is
-  being refactored; see mfd/model.py.
+- `mfd.Model.load(repository)`: the in-process half (the embedded engine, no server), with the same methods
+  and the same results (mfd/model.py).
+- `attribute(...)` on both: per-base maps as `mfd.attributions.Attributions` (numpy arrays with named axes).
 - `mfd.plots`: attribution logos and variant-effect plots (the `plots` extra: matplotlib, logomaker).
 
 Console scripts (mfd-serve, mfd-train, …) are wrappers in `mfd.cli`. Names are imported lazily, so

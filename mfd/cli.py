@@ -53,6 +53,21 @@ def report(argv: Argv = None) -> int:
     return _run("training.report:main", argv)
 
 
+def heldout(argv: Argv = None) -> int:
+    """mfd-heldout: `python -m training.heldout` (train with tracks held out, score them from metadata alone)."""
+    return _run("training.heldout:main", argv)
+
+
+def enhancer_prediction(argv: Argv = None) -> int:
+    """mfd-enhancer-prediction: `python -m training.enhancer_prediction` (f_bio / f_tech AUROC on a labelled BED)."""
+    return _run("training.enhancer_prediction:main", argv)
+
+
+def rare_variant_enrichment(argv: Argv = None) -> int:
+    """mfd-rare-variant-enrichment: `python -m training.rare_variant_enrichment` (large effects among rare variants)."""
+    return _run("training.rare_variant_enrichment:main", argv)
+
+
 def batch(argv: Argv = None) -> int:
     """mfd-batch: `python -m service.batch`."""
     return _run("service.batch.__main__:main", argv)

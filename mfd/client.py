@@ -20,13 +20,16 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import httpx
 import pandas as pd
 from tqdm import tqdm
 
 from . import frames, variants as variant_input
+
+if TYPE_CHECKING:
+    from .attributions import Attributions
 
 #: Bytes a request spends besides its windows (conditions, flags): subtracted from the body limit.
 _OVERHEAD_BYTES = 64 * 1024
@@ -214,17 +217,73 @@ class Client:
             for start, end, c_start, c_end in plan:
                 yield start, end, c_start, c_end, bar
 
-    # ---- attribution (planned) --------------------------------------------------------------------------------
+    # ---- attribution ------------------------------------------------------------------------------------------
     def attribute(self, sequences: Sequence[str] | None = None, *, intervals: Sequence[Any] | None = None,
-                  conditions: Sequence[Any], method: str = "ism",
-                  parts: Sequence[str] = ("logit", "logit_bio", "logit_tech"),
-                  window: tuple[int, int] | None = None) -> Any:
-        """Per-base attribution maps [L][4] (A, C, G, T) per window, condition and part (POST /attribute).
+                  conditions: Sequence[Any], method: str = "ism", parts: Sequence[str] | None = None,
+                  window: tuple[int, int] | dict[str, int] | None = None, reverse_complement: bool = False,
+                  steps: int | None = None, baseline: str = "zero",
+                  sequence_ids: Sequence[str] | None = None) -> "Attributions":
+        """Per-base attribution maps (POST /attribute) as `mfd.attributions.Attributions`: numpy arrays with
+        named axes, `maps` [window, condition, part, position, base] over bases A, C, G, T.
 
-        NOT BUILT YET: the service does not serve /attribute today (issue 21). When it does, this returns an
-        xarray/numpy array with named axes (window, condition, part, position, base), chunked like `predict`.
+        Args:
+            sequences / intervals / conditions / sequence_ids: as in `predict`.
+            method: `ism` (any server), `gradient_x_input` or `integrated_gradients` (embedded backend only).
+            parts: any of `logit`, `logit_bio`, `logit_tech` (default all three).
+            window: (start, end) positions of each window to attribute (0-based, end exclusive); ISM mutates
+                only those.
+            steps, baseline: integrated gradients' quadrature nodes (default 64) and baseline (`zero`, `uniform`).
+        Calls are cut to fit the server's `max_attribution_passes` / `max_attribution_floats` (GET /metadata).
         """
-        raise NotImplementedError("mfd.Client.attribute: the service has no POST /attribute yet (issue 21)")
+        from .attributions import ALL_PARTS, combine, request_plan
+
+        if (sequences is None) == (intervals is None):
+            raise ValueError("give exactly one of `sequences` or `intervals`")
+        conditions = [conditions] if isinstance(conditions, (str, dict)) else list(conditions)
+        if isinstance(sequences, str):
+            sequences = [sequences]
+        if sequences is not None:
+            items: list[Any] = [str(s) for s in sequences]
+            key = "sequences"
+            ids = [str(i) for i in sequence_ids] if sequence_ids is not None else [str(i) for i in range(len(items))]
+            if len(ids) != len(items):
+                raise ValueError(f"sequence_ids: {len(ids)} ids for {len(items)} sequences")
+        else:
+            items, key, ids = _intervals(intervals), "intervals", None
+        if not items:
+            raise ValueError("no windows to attribute")
+        if not conditions:
+            raise ValueError("conditions: give at least one condition")
+        seq_len = self.metadata()["seq_len"]
+        if isinstance(window, (tuple, list)):
+            window = {"start": window[0], "end": window[1]}
+        width = (window["end"] - window["start"]) if isinstance(window, dict) and {"start", "end"} <= set(window) \
+            else seq_len
+        n_per, k_per = request_plan(n=len(items), k=len(conditions), width=max(1, int(width)),
+                                    parts=len(parts) if parts is not None else len(ALL_PARTS), method=method,
+                                    steps=steps, strands=2 if reverse_complement else 1, limits=self.limits(),
+                                    batch_size=self.batch_size)
+        options: dict[str, Any] = {"method": method, "reverse_complement": reverse_complement}
+        for name, value in (("parts", list(parts) if parts is not None else None), ("window", window),
+                            ("steps", steps)):
+            if value is not None:
+                options[name] = value
+        if baseline != "zero":
+            options["baseline"] = baseline
+        plan = [(s, e) for s, e in _chunks(len(items), n_per)]
+        blocks = []
+        with self._bar(len(items), len(plan) * -(-len(conditions) // k_per), "window") as bar:
+            for start, end in plan:
+                row = []
+                for c_start, c_end in _chunks(len(conditions), k_per):
+                    body = {key: items[start:end], "conditions": conditions[c_start:c_end], **options}
+                    if ids is not None:
+                        body["sequence_ids"] = ids[start:end]
+                    row.append(self._request("POST", "/attribute", body,
+                                             {key: start, "sequence_ids": start, "conditions": c_start}))
+                blocks.append(row)
+                bar.update(end - start)
+        return combine(blocks, conditions)
 
 
 def _intervals(intervals: Any) -> list[dict[str, Any]]:

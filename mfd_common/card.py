@@ -1,4 +1,4 @@
-"""The model card: everything a consumer needs to use an exported MFD model without the training code.
+"""Contract (mfd_common): the model card, all a consumer needs to use an exported MFD model without training code.
 
 It travels as `model_card.json` next to the checkpoint and at the root of the Triton model repository.
 Checksums let the service refuse a repository whose weights do not match the card they were exported with.
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .codec import MetadataCodec
+from .publish import write_atomically
 
 CARD_FORMAT_VERSION = 2  # 2: reference codec, per-track bias, seq_len in bases
 CARD_FILENAME = "model_card.json"
@@ -47,7 +48,8 @@ BIAS_RULE_DOCS = {
 
 @dataclass
 class ModelCard:
-    """`seq_len` is the request window in *bases* (the reference's seq_len + seq_order − 1: 2177 for 2176)."""
+    """`seq_len` is the request window in *bases* (`mfd_common.geometry.WINDOW_BASES`: 2177), not the reference's
+    `seq_len` (2176 dinucleotide positions); the field keeps its name for the card format, `window_bases` reads it."""
 
     model_name: str
     seq_len: int
@@ -65,6 +67,11 @@ class ModelCard:
     format_version: int = CARD_FORMAT_VERSION
 
     @property
+    def window_bases(self) -> int:
+        """Bases in a request window (the trunk's TOKENS__0 width)."""
+        return self.seq_len
+
+    @property
     def d_features(self) -> int:
         return self.d_tech + self.d_bio
 
@@ -75,7 +82,7 @@ class ModelCard:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        write_atomically(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelCard":

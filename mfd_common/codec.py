@@ -1,4 +1,4 @@
-"""Metadata → condition codes: the one encoding shared by training (track metadata) and serving (requests).
+"""Contract (mfd_common): metadata → condition codes, one encoding for training (track metadata) and serving (requests).
 
 It is the authors' column encoding (HealthML/MFD `MetadataColumnEmbedding`), so checkpoints trained with their
 code read the same numbers here:

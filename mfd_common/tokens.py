@@ -1,4 +1,5 @@
-"""DNA ↔ uint8 tokens: the wire format of the trunk (1 byte per base, one-hot happens inside the model).
+"""Contract (mfd_common): DNA ↔ uint8 tokens, the wire format of the trunk (1 byte per base, one-hot happens inside the
+model).
 
 Codes: A=0, C=1, G=2, T=3, N=4. Lower case (soft-masked repeats in reference FASTAs) maps like upper case.
 IUPAC ambiguity codes other than N are rejected rather than silently turned into N: a caller who sends them

@@ -1,4 +1,4 @@
-"""Shared contract (deployment): which NGC Triton release can load a TorchScript file written by a given torch.
+"""Contract (mfd_common, deployment): which NGC Triton release can load a TorchScript file written by a given torch.
 
 The table lives in k8s/components/triton/image-compat.yaml (one row per `tritonserver:<tag>-py3` release: the
 exact libtorch version of its PyTorch backend, and where that was read). A TorchScript archive loads in the

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mfd_common.card import CARD_FILENAME, HEAD_MODEL, TRUNK_MODEL, ModelCard, verify_checksums
 from mfd_common.codec import MetadataCodec
+from mfd_common.serving import MODEL_FILENAME
 
 
 class RepositoryError(RuntimeError):
@@ -39,9 +40,9 @@ class ModelRepository:
             versions = sorted((int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()),
                               reverse=True) if base.is_dir() else []
             if not versions:
-                raise RepositoryError(f"{base} has no numeric version folder with a model.pt")
+                raise RepositoryError(f"{base} has no numeric version folder with a {MODEL_FILENAME}")
             version = versions[0]
-        return base / str(version) / "model.pt"
+        return base / str(version) / MODEL_FILENAME
 
 
 def load_repository(root: str | Path, *, require_models: bool = True) -> ModelRepository:

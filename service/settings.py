@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     max_conditions: int = Field(512, ge=1)
     max_inflight: int = Field(64, ge=1)                  # more → 503 / UNAVAILABLE
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    # /attribute (service.core.attribution): ISM forward passes (one full 2177-base window: 6 532) or gradient
+    # forward+backward rows per request, and map values per response (~12 bytes each as JSON).
+    max_attribution_passes: int = Field(16384, ge=1)
+    max_attribution_floats: int = Field(4 * 1024 * 1024, ge=1)
     max_batch: int = Field(0, ge=0)                      # windows per trunk call; 0: CPU_MAX_BATCH or ACCELERATED_MAX_BATCH
     batch_wait_ms: float = Field(2.0, ge=0)              # extra wait to fill a batch
     condition_cache_size: int = Field(4096, ge=1)

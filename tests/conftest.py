@@ -2,6 +2,7 @@
 pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.demo",
+    "tests.fixtures.k8s",
     "tests.fixtures.triton",
     "tests.fixtures.service",
 ]

@@ -1,7 +1,7 @@
-"""Attribution maps (service.attributions, service.attribution_gradients) on the bundled demo model.
+"""Attribution maps (service.core.attributions, service.core.attribution_gradients) on the bundled demo model.
 
 ISM is checked against an independent computation (mutate the string, encode, run the embedded backend and
-service.scoring.score, subtract), and its bookkeeping over a whole 2177-base window against a backend whose
+service.core.scoring.score, subtract), and its bookkeeping over a whole 2177-base window against a backend whose
 features are a hand-set linear function of the bases (the exact answer is known in closed form). The gradient
 methods are checked for the two properties they promise: logit_bio + logit_tech = logit, and IG completeness.
 """
@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from mfd_common import tokens as dna
-from service.attribution_gradients import GradientEntryError, TrunkGradients, project_to_bases, \
+from service.core.attribution_gradients import GradientEntryError, TrunkGradients, project_to_bases, \
     require_gradient_backend
-from service.attributions import PARTS, AttributionInputError, check_window, ism, ism_window_count
+from service.core.attributions import PARTS, AttributionInputError, check_window, ism, ism_window_count
 from service.backends.base import Backend, HeadWeights
 from service.backends.embedded import EmbeddedBackend
 from service.repository import load_repository
-from service.scoring import score
+from service.core.scoring import score
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,7 +187,7 @@ def test_a_failing_backend_call_stops_the_remaining_chunks():
 
 
 def test_per_base_values_and_one_sequences_arrays():
-    from service.attributions import Attribution
+    from service.core.attributions import Attribution
     maps = np.zeros((1, 1, 2, 3, 4), np.float32)                                     # N=1, K=1, P=2, W=3
     maps[0, 0, 0, 0] = [0.0, 0.3, -0.6, 0.9]                                          # own base A
     maps[0, 0, 0, 1] = [1.0, 2.0, 3.0, 4.0]                                           # an N: no own base
@@ -314,7 +314,7 @@ def test_integrated_gradients_put_a_planted_motif_in_the_biological_part(bundled
     planted at the window's centre must carry the K562-GATA1 logit_bio attribution and almost none of the
     logit_tech one. Measured on four random backgrounds: the 22 motif bases hold 4.1–4.6 of logit_bio (the
     other 2155 bases −0.8–−0.2 in all), −0.14–0.01 of logit_tech, and only 7–12 of 2177 positions exceed their mean."""
-    from training.demo_data import JASPAR
+    from training.data.demo_genome import JASPAR
     repository, backend, _, loop = bundled
     counts = np.array(JASPAR["GATA1"][1])
     consensus = "".join("ACGT"[i] for i in counts.argmax(axis=0))

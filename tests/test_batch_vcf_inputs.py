@@ -10,7 +10,7 @@ convention, written as VCF text and compressed/converted by bgzip, gzip, tabix a
 
 Each output is read back with `bcftools query` (records, order, genotypes identical) and pysam (Number=A fields,
 MFD_ERROR per allele, counts in the summary). Bad inputs exit 2 with one line and leave no output. The genome is
-the tiny demo genome (training.demo_data) with a chrM, a soft-masked stretch and an IUPAC code added.
+the tiny demo genome (training.data.demo_genome) with a chrM, a soft-masked stretch and an IUPAC code added.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from pathlib import Path
 import pysam
 import pytest
 
+from bench.synthetic_vcf import read_fasta
 from tests.test_batch_variants import batch
 
 ONE = ["--shifts", "1", "--strands", "1", "--conditions", "ENCFF002"]
@@ -32,18 +33,6 @@ MASK_START, MASK_END, IUPAC_POS = 6000, 6400, 9000
 
 def _other(base: str) -> str:
     return "A" if base.upper() != "A" else "C"
-
-
-def _read_fasta(path: Path) -> dict[str, str]:
-    sequences: dict[str, list[str]] = {}
-    name = ""
-    for line in path.read_text().splitlines():
-        if line.startswith(">"):
-            name = line[1:].split()[0]
-            sequences[name] = []
-        elif line:
-            sequences[name].append(line.strip())
-    return {k: "".join(v) for k, v in sequences.items()}
 
 
 def _write_fasta(path: Path, sequences: dict[str, str]) -> None:
@@ -60,7 +49,7 @@ def _run(*cmd: str) -> str:
 @pytest.fixture(scope="module")
 def corpus(tiny_demo_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("vcf_corpus")
-    seqs = _read_fasta(tiny_demo_dir / "genome.fa")
+    seqs = read_fasta(tiny_demo_dir / "genome.fa")
     seqs["chrM"] = seqs["chr4"][:4000][::-1]
     c1 = seqs["chr1"]
     seqs["chr1"] = c1[:MASK_START] + c1[MASK_START:MASK_END].lower() + c1[MASK_END:]

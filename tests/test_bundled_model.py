@@ -17,9 +17,9 @@ import torch
 from service.backends.base import HeadWeights
 from service.repository import load_repository
 from service.core.scoring import score
-from training.config import load_config
-from training.dataset import load_training_data
-from training.metrics import auroc, pearson
+from training.model.config import load_config
+from training.data.dataset import load_training_data
+from training.evaluation.metrics import auroc, pearson
 
 ROOT = Path(__file__).resolve().parents[1]
 K562_GATA1 = {"biosample": "K562", "target": "GATA1", "assay": "ChIP-seq"}

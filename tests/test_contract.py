@@ -47,7 +47,7 @@ def test_codec_encodes_partial_conditions_and_rejects_unknown_values():
 
 
 def test_checkpoint_round_trip_and_checksum(tiny_checkpoint, tmp_path):
-    from training.checkpoint import load_checkpoint
+    from training.model.checkpoint import load_checkpoint
     model, card = load_checkpoint(tiny_checkpoint)
     tokens_ = torch.randint(0, 5, (3, card.seq_len), dtype=torch.uint8)
     codes = torch.tensor(card.metadata_codec().encode_many([t.metadata for t in card.tracks]))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,23 +16,10 @@ import yaml
 from mfd_common.card import CARD_FILENAME
 from tests.fixtures.infra import (ADAPTER_VALUES, REPO_ROOT, adapter_query, by_kind, kubernetes_validate, kustomize,
                                   promtool)
+from tests.fixtures.k8s import render
 
 CLOUD_CLASSES = {"aws-efs": "efs-sc", "gcp-filestore": "standard-rwx", "azure-files": "azurefile-csi",
                  "nfs": "nfs-csi"}
-
-
-def render(path: str | Path) -> list[dict]:
-    return [d for d in yaml.safe_load_all(kustomize(REPO_ROOT / path)) if d]
-
-
-@pytest.fixture(scope="module")
-def prod() -> list[dict]:
-    return render("k8s/overlays/prod")
-
-
-@pytest.fixture(scope="module")
-def canary() -> list[dict]:
-    return render("k8s/canary")
 
 
 @pytest.fixture(scope="module")

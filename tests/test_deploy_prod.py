@@ -21,24 +21,11 @@ import pytest
 from mfd_common.card import CARD_FILENAME
 from service.backends.triton_pool import RESOLVE_EVERY_S
 
-from tests.fixtures.infra import REPO_ROOT, by_kind, is_crd_object, kubernetes_validate, kustomize, render_overlay
+from tests.fixtures.infra import REPO_ROOT, by_kind, is_crd_object, kubernetes_validate, render_overlay
+from tests.fixtures.k8s import render
 import yaml
 
 MODEL_REPOSITORY = REPO_ROOT / "model_repository"
-
-
-def render(path: str) -> list[dict]:
-    return [d for d in yaml.safe_load_all(kustomize(REPO_ROOT / path)) if d]
-
-
-@pytest.fixture(scope="module")
-def prod() -> list[dict]:
-    return render_overlay("prod")
-
-
-@pytest.fixture(scope="module")
-def canary() -> list[dict]:
-    return render("k8s/canary")
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ import torch
 from mfd_common.card import CARD_FILENAME, HEAD_MODEL, TRUNK_MODEL, ModelCard, verify_checksums
 from mfd_common.tokens import reverse_complement
 from tests.fixtures.models import build_tiny_checkpoint
-from training import triton_config
-from training.checkpoint import load_checkpoint
-from training.export import (ExportError, ExportParityError, check_parity, eager_features, eager_head,
+from training.repository import triton_config
+from training.model.checkpoint import load_checkpoint
+from training.repository.export import (ExportError, ExportParityError, check_parity, eager_features, eager_head,
                              export_repository)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -35,9 +35,9 @@ def rc_repository(tiny_checkpoint, tmp_path_factory) -> Path:
     return export_repository(tiny_checkpoint, tmp_path_factory.mktemp("rc_repo"), reverse_complement_average=True)
 
 
-def _tokens(n: int, seq_len: int, seed: int) -> np.ndarray:
+def _tokens(n: int, window_bases: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    tokens = rng.integers(0, 5, size=(n, seq_len), dtype=np.uint8)  # includes N (4)
+    tokens = rng.integers(0, 5, size=(n, window_bases), dtype=np.uint8)  # includes N (4)
     return tokens
 
 
@@ -58,7 +58,7 @@ def test_exported_trunk_matches_eager(order, rc_average, tiny_checkpoint, order1
         repository = export_repository(checkpoint, tmp_path / "repo", reverse_complement_average=rc_average)
     model, card = load_checkpoint(checkpoint)
     assert card.onehot_order == order
-    tokens = _tokens(5, card.seq_len, seed=order * 10 + rc_average)
+    tokens = _tokens(5, card.window_bases, seed=order * 10 + rc_average)
     got = _run_trunk(repository, tokens)
     assert got.shape == (5, card.d_features) and got.dtype == np.float32
     with torch.no_grad():
@@ -90,7 +90,7 @@ def test_exported_head_matches_eager_and_rebuilds_logits(tiny_checkpoint, export
     for got, want in zip((w_tech, w_bio, bias), eager_head(model, codes)):
         np.testing.assert_allclose(got, want, **TOL)
     # Trunk features + head weights reproduce the eager model's logits for the trained tracks.
-    tokens = _tokens(3, card.seq_len, seed=7)
+    tokens = _tokens(3, card.window_bases, seed=7)
     features = _run_trunk(exported_repository, tokens)
     n_tracks = len(card.tracks)
     logits = (features[:, card.d_tech:] @ w_bio[:n_tracks].T + features[:, :card.d_tech] @ w_tech[:n_tracks].T
@@ -103,14 +103,14 @@ def test_exported_head_matches_eager_and_rebuilds_logits(tiny_checkpoint, export
 def test_exported_trunk_rejects_bad_tokens(exported_repository):
     trunk = torch.jit.load(str(exported_repository / TRUNK_MODEL / "1" / "model.pt"))
     card = ModelCard.load(exported_repository / CARD_FILENAME)
-    bad = torch.zeros((2, card.seq_len), dtype=torch.uint8)
+    bad = torch.zeros((2, card.window_bases), dtype=torch.uint8)
     bad[1, 5] = 9
     with pytest.raises(Exception, match="codes > 4"):
         trunk(bad)
-    with pytest.raises(Exception, match=f"shape \\[N, {card.seq_len}\\]"):
-        trunk(torch.zeros((2, card.seq_len - 128), dtype=torch.uint8))
+    with pytest.raises(Exception, match=f"shape \\[N, {card.window_bases}\\]"):
+        trunk(torch.zeros((2, card.window_bases - 128), dtype=torch.uint8))
     with pytest.raises(Exception, match="uint8"):
-        trunk(torch.zeros((2, card.seq_len), dtype=torch.float32))
+        trunk(torch.zeros((2, card.window_bases), dtype=torch.float32))
 
 
 def test_card_records_export(tiny_checkpoint, exported_repository):
@@ -138,7 +138,7 @@ def test_fresh_export_configs_validate_and_match_card(exported_repository):
     card = ModelCard.load(exported_repository / CARD_FILENAME)
     trunk, head = configs[TRUNK_MODEL], configs[HEAD_MODEL]
     assert trunk.platform == "pytorch_libtorch" and trunk.max_batch_size == 256
-    assert [i.name for i in trunk.input] == ["TOKENS__0"] and list(trunk.input[0].dims) == [card.seq_len]
+    assert [i.name for i in trunk.input] == ["TOKENS__0"] and list(trunk.input[0].dims) == [card.window_bases]
     assert list(trunk.output[0].dims) == [card.d_features]
     assert trunk.instance_group[0].kind == triton_config.mc.ModelInstanceGroup.KIND_GPU
     assert list(trunk.dynamic_batching.preferred_batch_size) == [64, 128, 256]
@@ -154,7 +154,7 @@ def test_committed_model_repository_is_valid():
     verify_checksums(card, COMMITTED_REPOSITORY)
     total = sum(p.stat().st_size for p in COMMITTED_REPOSITORY.rglob("*") if p.is_file())
     assert total < 20e6, f"committed model repository is {total / 1e6:.1f} MB"
-    tokens = _tokens(2, card.seq_len, seed=11)
+    tokens = _tokens(2, card.window_bases, seed=11)
     assert np.isfinite(_run_trunk(COMMITTED_REPOSITORY, tokens)).all()
     proc = subprocess.run([sys.executable, "-m", "training.triton_config", str(COMMITTED_REPOSITORY)],
                           cwd=REPO_ROOT, capture_output=True, text=True)
@@ -231,8 +231,8 @@ def test_bad_checkpoints_fail_clearly(tiny_checkpoint, tmp_path):
 def _export_baseline(directory: Path) -> None:
     from mfd_common.card import Track
     from tests.fixtures.models import TINY_TRACKS, tiny_codec
-    from training.checkpoint import save_checkpoint
-    from training.model import MFDModel, ModelConfig
+    from training.model.checkpoint import save_checkpoint
+    from training.model.network import MFDModel, ModelConfig
 
     cfg = ModelConfig(channels=16, head_kind="baseline")
     codec = tiny_codec()
@@ -275,7 +275,7 @@ def test_cli_export_keeps_other_files_and_replaces_models(tiny_checkpoint, tmp_p
 
 
 def test_export_warns_when_the_triton_release_carries_an_older_libtorch(tiny_checkpoint, tmp_path):
-    from training.export import TritonCompatWarning, export_repository, warn_if_triton_too_old
+    from training.repository.export import TritonCompatWarning, export_repository, warn_if_triton_too_old
 
     with pytest.warns(TritonCompatWarning, match=r"libtorch 2\.13\.0a0, older than the exporting torch 2\.13\.0"):
         warn_if_triton_too_old("2.13.0", "26.07")

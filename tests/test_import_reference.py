@@ -25,8 +25,8 @@ from tests.fixtures.reference_checkpoint import (MAPPING, NEW_CONDITION, Pandas1
                                                   build_reference_checkpoint, load_df_raw, reference_codes,
                                                   write_reference_checkpoint)
 from tests.fixtures.service import REPO_ROOT, run_service
-from training.import_reference import import_reference
-from training.reference_checkpoint import ReferenceImportError
+from training.reference.importer import import_reference
+from training.reference.checkpoint import ReferenceImportError
 
 PARITY = 1e-5
 
@@ -83,7 +83,7 @@ def test_card_keeps_their_track_order_ids_metadata_and_biases(reference: Referen
     assert third["proc_target"] is None                      # NaN in df_raw → null → the 'nan' category
     assert third["Biosample_term_name"] == "GM12878" and third["reproducible_peaks"] == 23000
     assert card.tracks[0].metadata["Biosample_organ_slims"] == "blood,bone marrow"
-    assert card.seq_len == 2177 and card.onehot_order == 2   # 2176 dinucleotide positions
+    assert card.window_bases == 2177 and card.onehot_order == 2   # 2176 dinucleotide positions
     source = card.config["source"]
     assert source["file"] == reference.checkpoint.name and len(source["sha256"]) == 64
     assert (source["epoch"], source["global_step"], source["lightning_version"]) == (7, 8312, "1.9.4")
@@ -97,7 +97,7 @@ def test_exported_trunk_and_head_match_eager_for_tracks_and_a_new_combination(re
                                                                               imported: Path):
     card = ModelCard.load(imported / "model_card.json")
     codec = card.metadata_codec()
-    windows = random_windows(5, card.seq_len, seed=3)
+    windows = random_windows(5, card.window_bases, seed=3)
     # Trained tracks: codes re-encoded from the card's metadata, each track's own bias.
     track_codes = np.stack([codec.encode(t.metadata) for t in card.tracks])
     got = exported_logits(imported, windows, track_codes, np.array([t.bias for t in card.tracks]))
@@ -122,9 +122,9 @@ def test_pandas1_pickles_and_older_checkpoints_without_newer_hparams(tmp_path: P
     fx = build_reference_checkpoint(tmp_path / "old", seq_order=1, pandas1=True, drop_hparams=newer)
     repo = import_reference(fx.checkpoint, fx.mapping, tmp_path / "repo")
     card = ModelCard.load(repo / "model_card.json")
-    assert card.onehot_order == 1 and card.seq_len == 2176
+    assert card.onehot_order == 1 and card.window_bases == 2176
     assert [t.id for t in card.tracks] == list(fx.df.index)
-    windows = random_windows(3, card.seq_len, seed=5)
+    windows = random_windows(3, card.window_bases, seed=5)
     codes = np.stack([card.metadata_codec().encode(t.metadata) for t in card.tracks])
     got = exported_logits(repo, windows, codes, np.array([t.bias for t in card.tracks]))
     np.testing.assert_allclose(got["logits"], eager(fx.model, windows)["logits"], atol=PARITY, rtol=0)
@@ -141,7 +141,7 @@ def test_served_track_ids_give_eager_logits(reference: ReferenceFixture, tmp_pat
     assert result.returncode == 0, result.stderr
     card = ModelCard.load(out / "model_card.json")
     rng = random.Random(11)
-    sequences = ["".join(rng.choice("ACGT") for _ in range(card.seq_len)) for _ in range(3)]
+    sequences = ["".join(rng.choice("ACGT") for _ in range(card.window_bases)) for _ in range(3)]
     ids = [t.id for t in card.tracks]
     conditions = [ids[1], ids[2], dict(NEW_CONDITION)]
     with run_service(out, tmp_path / "svc", env={"MFD_BACKEND": "embedded"}) as service:
@@ -149,7 +149,7 @@ def test_served_track_ids_give_eager_logits(reference: ReferenceFixture, tmp_pat
         response = httpx.post(f"{service.http_url}/predict", timeout=120,
                               json={"sequences": sequences, "conditions": conditions, "biological_only": False})
     assert response.status_code == 200, response.text
-    assert str(card.seq_len) in str(meta)
+    assert str(card.window_bases) in str(meta)
     scores = np.array([[[s[k] for k in ("logit", "logit_bio", "logit_tech")] for s in r["scores"]]
                        for r in response.json()["results"]])
     windows = np.stack([tokens.encode(s) for s in sequences])

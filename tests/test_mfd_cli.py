@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SCRIPTS = PYPROJECT["project"]["scripts"]
 WANTED = {"mfd-serve", "mfd-train", "mfd-evaluate", "mfd-export", "mfd-import-reference", "mfd-build-store",
-          "mfd-batch", "mfd-report"}
+          "mfd-batch", "mfd-report", "mfd-heldout", "mfd-enhancer-prediction", "mfd-rare-variant-enrichment"}
 
 
 def test_every_command_users_type_is_declared_and_packaged():

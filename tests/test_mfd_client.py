@@ -138,13 +138,77 @@ def test_predict_variants_from_vcf_bgzip_and_bcf_match_rest(client, mfd_service,
         client.predict_variants(pd.DataFrame({"chrom": ["chr1"], "pos": [5]}), conditions=conditions)
 
 
-def test_metadata_and_the_not_yet_built_parts(client, mfd_service):
+def test_metadata_and_tracks(client, mfd_service):
     assert client.metadata() == httpx.get(mfd_service.http_url + "/metadata").json()
     assert list(client.tracks().track) == ["ENCFF001", "ENCFF002", "ENCFF003", "ENCFF004"]
-    with pytest.raises(NotImplementedError, match="/attribute"):
-        client.attribute(random_sequences(1, seed=1), conditions=["ENCFF001"])
-    with pytest.raises(NotImplementedError, match="Model.load"):
-        mfd.Model.load("model_repository")
+
+
+@pytest.fixture(scope="module")
+def model(exported_repository, service_genome):
+    """The repository the `mfd_service` server serves, loaded in this process with the same genome."""
+    with mfd.Model.load(exported_repository, fasta=service_genome.path, progress=False) as m:
+        yield m
+
+
+def test_model_load_equals_the_client_over_http(model, client, service_genome):
+    assert model.metadata()["seq_len"] == client.metadata()["seq_len"] and "mfd.Model(" in repr(model)
+    assert model.limits()["max_conditions"] > 20 > client.limits()["max_conditions"]  # other chunking, same numbers
+    sequences = random_sequences(70, seed=22)
+    for kwargs in ({}, {"biological_only": True}, {"reverse_complement": True}):
+        here, there = model.predict(sequences, conditions=CONDITIONS, **kwargs), client.predict(
+            sequences, conditions=CONDITIONS, **kwargs)
+        pd.testing.assert_frame_equal(here, there, check_exact=False, rtol=1e-5, atol=1e-5)
+    intervals = [("chr1", 3000 + 97 * i, 3000 + 97 * i + model.metadata()["seq_len"]) for i in range(3)]
+    pd.testing.assert_frame_equal(model.predict(intervals=intervals, conditions=CONDITIONS[:3]),
+                                  client.predict(intervals=intervals, conditions=CONDITIONS[:3]),
+                                  check_exact=False, rtol=1e-5, atol=1e-5)
+    chrom = service_genome.sequences["chr1"]
+    variants = pd.DataFrame([{"chrom": "chr1", "pos": p, "ref": chrom[p - 1], "alt": "A" if chrom[p - 1] != "A"
+                              else "G"} for p in (8000, 9000, 15000)])
+    pd.testing.assert_frame_equal(model.predict_variants(variants, conditions=CONDITIONS[:4]),
+                                  client.predict_variants(variants, conditions=CONDITIONS[:4]),
+                                  check_exact=False, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method,kwargs", [("ism", {"window": (1000, 1004)}),
+                                           ("gradient_x_input", {"parts": ["logit_bio", "logit"]}),
+                                           ("integrated_gradients", {"steps": 4, "window": (1080, 1100)})])
+def test_model_and_client_attribute_alike(model, client, mfd_service, method, kwargs):
+    sequences = random_sequences(2, seed=23)
+    conditions = CONDITIONS if method == "ism" else CONDITIONS[:3]   # 20 > the server's 16: two requests
+    here = model.attribute(sequences, conditions=conditions, method=method, **kwargs)
+    there = client.attribute(sequences, conditions=conditions, method=method, **kwargs)
+    width = kwargs.get("window", (0, 2177))[1] - kwargs.get("window", (0, 2177))[0]
+    parts = tuple(kwargs.get("parts", ("logit", "logit_bio", "logit_tech")))
+    assert here.axes == ("window", "condition", "part", "position", "base") and here.parts == parts
+    assert here.maps.shape == there.maps.shape == (2, len(conditions), len(parts), width, 4)
+    np.testing.assert_allclose(here.maps, there.maps, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(here.score, there.score, rtol=1e-5, atol=1e-5)
+    assert np.abs(here.maps).max() > 1e-3 and here.sequences == there.sequences and here.ids == ["0", "1"]
+    assert list(here.positions) == list(range(*kwargs.get("window", (0, 2177))))
+    # the arrays are /attribute's, picked by name (ism: the last condition came in the second request)
+    last = len(conditions) - 1
+    direct = rest(mfd_service, "/attribute", {"sequences": sequences[1:], "conditions": conditions[last:],
+                                              "method": method, **{k: (dict(zip(("start", "end"), v))
+                                                                       if k == "window" else v)
+                                                                   for k, v in kwargs.items()}})
+    np.testing.assert_allclose(there.map(parts[0], window="1", condition=last),
+                               direct["results"][0]["maps"][parts[0]][0], atol=1e-5)
+
+
+def test_model_errors_are_the_servers(model, client):
+    sequences = random_sequences(3, seed=24)
+    sequences[2] = sequences[2][:5] + "X" + sequences[2][6:]
+    for api in (model, client):
+        with pytest.raises(mfd.ServiceError) as caught:
+            api.predict(sequences, conditions=["ENCFF001"])
+        assert (caught.value.status, caught.value.field) == (422, "sequences[2]")
+        with pytest.raises(mfd.ServiceError) as caught:
+            api.attribute(sequences[:1], conditions=["ENCFF001"], method="saliency")
+        assert (caught.value.status, caught.value.field) == (422, "method") and "ism" in caught.value.allowed
+        with pytest.raises(mfd.ServiceError) as caught:
+            api.attribute(sequences[:1], conditions=["ENCFF001"], window=(5, 4000))
+        assert caught.value.field == "window.end"
 
 
 def test_readme_example_runs(mfd_service, service_genome, tmp_path, monkeypatch):
@@ -158,6 +222,7 @@ def test_readme_example_runs(mfd_service, service_genome, tmp_path, monkeypatch)
     assert "http://127.0.0.1:3000" in code and "build/demo_data/genome.fa" in code
     code = code.replace("http://127.0.0.1:3000", mfd_service.http_url)
     code = code.replace("build/demo_data/genome.fa", str(service_genome.path))
+    code = code.replace('"model_repository"', repr(str(Path(__file__).resolve().parents[1] / "model_repository")))
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
@@ -166,3 +231,7 @@ def test_readme_example_runs(mfd_service, service_genome, tmp_path, monkeypatch)
     effects = namespace["effects"]
     assert len(effects) == 2 and set(effects.id) == {"my-snv"} and np.isfinite(effects.delta_logit).all()
     assert (tmp_path / "my-snv.png").stat().st_size > 10_000
+    assert namespace["attr"].maps.shape == (1, 1, 3, 40, 4) and np.abs(namespace["attr"].maps).max() > 0
+    assert (tmp_path / "logos.png").stat().st_size > 10_000
+    assert namespace["bio_map"].shape == (namespace["meta"]["seq_len"], 4)
+    assert len(namespace["local"]) == 2 and np.isfinite(namespace["local"].logit).all()

@@ -164,3 +164,54 @@ def test_committed_stubs_are_what_grpcio_tools_generates(tmp_path):
     for name in ("mfd_v1_pb2.py", "mfd_v1_pb2.pyi", "mfd_v1_pb2_grpc.py"):
         generated = (tmp_path / "service" / "api" / "proto" / name).read_text()
         assert generated == (root / "service" / "api" / "proto" / name).read_text(), f"{name} is stale: regenerate it"
+
+
+def test_typed_attribute_rpc_mirrors_http(mfd_service):
+    """mfd.v1.Predictor/Attribute: the same maps as POST /attribute (packed float32 [K, P, W, 4]), same refusals."""
+    import grpc
+    import httpx
+    from google.protobuf import struct_pb2
+
+    from service.api.proto import mfd_v1_pb2 as pb
+    from service.api.proto import mfd_v1_pb2_grpc as pb_grpc
+
+    sequences = random_sequences(2, seed=25)
+    metadata = {"biosample": "HepG2", "lab": "lab-A"}
+    body = {"sequences": sequences, "conditions": ["ENCFF003", metadata], "parts": ["logit_bio", "logit"],
+            "window": {"start": 1085, "end": 1090}}
+    http = httpx.post(f"{mfd_service.http_url}/attribute", json=body, timeout=60).json()
+    request = pb.AttributeRequest(sequences=sequences, parts=["logit_bio", "logit"],
+                                  window=pb.AttributionWindow(start=1085, end=1090))
+    request.conditions.add(track="ENCFF003")
+    request.conditions.add(metadata=struct_pb2.Struct())
+    request.conditions[1].metadata.update(metadata)
+    with grpc.insecure_channel(mfd_service.grpc_url) as channel:
+        stub = pb_grpc.PredictorStub(channel)
+        response = stub.Attribute(request, timeout=60)
+        gradient = stub.Attribute(pb.AttributeRequest(sequences=sequences[:1], conditions=[pb.Condition(
+            track="ENCFF001")], method="integrated_gradients", steps=4), timeout=60)
+        errors = {}
+        for name, bad in (("method", pb.AttributeRequest(sequences=sequences[:1], method="lrp",
+                                                          conditions=[pb.Condition(track="ENCFF001")])),
+                          ("window.end", pb.AttributeRequest(sequences=sequences[:1],
+                                                             window=pb.AttributionWindow(start=0, end=SEQ_LEN + 5),
+                                                             conditions=[pb.Condition(track="ENCFF001")]))):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Attribute(bad, timeout=60)
+            errors[name] = err.value
+    assert response.method == "ism" and list(response.parts) == ["logit_bio", "logit"]
+    assert (response.start, response.end) == (1085, 1090) and response.conditions[0].track == "ENCFF003"
+    for n, result in enumerate(response.results):
+        maps = np.array(result.maps, dtype=np.float32).reshape(2, 2, 5, 4)       # [K, P, W, 4]
+        for j, part in enumerate(["logit_bio", "logit"]):
+            np.testing.assert_allclose(maps[:, j], http["results"][n]["maps"][part], atol=1e-6)
+            np.testing.assert_allclose(np.array(result.score).reshape(2, 2)[:, j], http["results"][n]["score"][part],
+                                       atol=1e-6)
+        assert result.sequence == sequences[n][1085:1090]
+    assert np.abs(maps).max() > 1e-4
+    ig = np.array(gradient.results[0].maps).reshape(1, 3, SEQ_LEN, 4)
+    np.testing.assert_allclose(ig[:, 0], ig[:, 1] + ig[:, 2], atol=1e-4 * np.abs(ig).max())
+    assert len(gradient.results[0].baseline_score) == 3
+    for field, error in errors.items():
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith(f"{field}:"), \
+            error.details()

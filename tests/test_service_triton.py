@@ -208,3 +208,23 @@ def test_triton_errors_keep_their_meaning(protocol, triton_server, exported_repo
 
         error = as_request_error(asyncio.run(timed_out()))
         assert (error.status, error.kind) == (504, "backend_timeout")
+
+
+def test_attribute_on_triton_ism_equals_embedded_and_gradients_are_refused(mfd_service, mfd_triton_service):
+    """ISM runs on any backend (forward passes only); gradient methods need the embedded trunk: 422 naming method."""
+    payload = {"sequences": random_sequences(1, seed=77), "conditions": ["ENCFF001", {"lab": "lab-C"}],
+               "window": {"start": 500, "end": 506}}
+    embedded = httpx.post(f"{mfd_service.http_url}/attribute", json=payload, timeout=60)
+    triton = httpx.post(f"{mfd_triton_service.http_url}/attribute", json=payload,
+                        headers=mfd_triton_service.headers, timeout=60)
+    assert embedded.status_code == 200 and triton.status_code == 200, triton.text
+    for part in ("logit", "logit_bio", "logit_tech"):
+        np.testing.assert_allclose(triton.json()["results"][0]["maps"][part],
+                                   embedded.json()["results"][0]["maps"][part], atol=1e-4)
+    for method in ("gradient_x_input", "integrated_gradients"):
+        refused = httpx.post(f"{mfd_triton_service.http_url}/attribute", json={**payload, "method": method},
+                             headers=mfd_triton_service.headers, timeout=60)
+        assert refused.status_code == 422 and refused.json()["error"]["field"] == "method", refused.text
+        assert refused.json()["error"]["allowed"] == ["ism"]
+    unauthorized = httpx.post(f"{mfd_triton_service.http_url}/attribute", json=payload, timeout=60)
+    assert unauthorized.status_code == 401 and unauthorized.json()["error"]["field"] == "authorization"

@@ -43,7 +43,7 @@ def test_train_checkpoint_card_round_trip_and_resume(tiny_demo_dir, tmp_path):
     card = ModelCard.load(out / "model_card.json")
     assert [t.id for t in card.tracks][:2] == ["DEMO001", "DEMO002"] and len(card.tracks) == 14
     assert card.tracks[2].metadata["target"] == "GATA1" and isinstance(card.tracks[2].metadata["read_depth"], float)
-    assert card.d_tech + card.d_bio == 16 and card.seq_len == 2177 and card.onehot_order == 2
+    assert card.d_tech + card.d_bio == 16 and card.window_bases == 2177 and card.onehot_order == 2
     assert all(isinstance(t.bias, float) for t in card.tracks) and card.bias_rule == "nearest_tracks_mean"
     assert card.config["penalty"]["kind"] == "covariance" and card.config["model"]["channels"] == 8
     assert card.config["train"]["optimizer"] == "adam_amsgrad" and card.config["metadata"]["lab"]["type"] == "category"
@@ -55,10 +55,11 @@ def test_train_checkpoint_card_round_trip_and_resume(tiny_demo_dir, tmp_path):
     assert "mean_abs_corr" in val["independence"] and card.metrics["epoch"] == 1 and val["loss"] > 0
 
     # round trip: the loaded checkpoint reproduces the card's validation metrics exactly
-    from training.checkpoint import load_checkpoint
-    from training.config import load_config
-    from training.dataset import load_training_data
-    from training.evaluate import metrics_from_predictions, predict
+    from training.model.checkpoint import load_checkpoint
+    from training.model.config import load_config
+    from training.data.dataset import load_training_data
+    from training.evaluation.metrics import metrics_from_predictions
+    from training.model.predict import predict
     model, loaded_card = load_checkpoint(out)
     data = load_training_data(load_config(tiny_demo_dir / "config.yaml"), splits=("val",))
     codes = codec.encode_many([t.metadata for t in loaded_card.tracks], strict=False)
@@ -111,8 +112,8 @@ def test_ddp_two_processes_on_cpu(tiny_demo_dir, tmp_path):
     train_windows = card.metrics["val"]["windows"]  # sanity: metrics exist
     assert train_windows > 0
     # two ranks × 16 windows per step: steps = train windows // (2 × 16)
-    from training.config import load_config
-    from training.dataset import load_training_data
+    from training.model.config import load_config
+    from training.data.dataset import load_training_data
     cfg = load_config(tiny_demo_dir / "config.yaml", {"data.negative_fraction": 0.5})
     n_train = len(load_training_data(cfg, splits=("train",)).splits["train"])
     assert history(out)[0]["step"] == n_train // 2 // 16

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.config import ConfigError, config_from_dict, load_config
+from training.model.config import ConfigError, config_from_dict, load_config
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "training" / "configs" / "demo.yaml"
 
@@ -20,7 +20,7 @@ def test_demo_template_loads_with_typed_sections(tmp_path):
     shutil.copy(TEMPLATE, tmp_path / "config.yaml")
     shutil.copy(TEMPLATE.with_name("demo_mapping.yaml"), tmp_path / "mapping.yaml")
     cfg = load_config(tmp_path / "config.yaml")
-    assert cfg.model.seq_len == 2176 and cfg.model.seq_order == 2 and cfg.model.window_bases == 2177
+    assert cfg.model.positions == 2176 and cfg.model.seq_order == 2 and cfg.model.window_bases == 2177
     assert cfg.penalty.kind == "covariance" and cfg.penalty.coeff == 0.01
     assert cfg.resolve(cfg.data.fasta) == tmp_path / "genome.fa"
     variables, groups = cfg.codec_spec()
@@ -31,14 +31,14 @@ def test_demo_template_loads_with_typed_sections(tmp_path):
 
 
 def test_defaults_are_the_reference_recipe():
-    from training.config import Config
+    from training.model.config import Config
     cfg = Config()
     assert (cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size, cfg.train.schedule) == ("adam_amsgrad", 1e-3, 256, "constant")
     assert (cfg.train.weight_decay, cfg.train.grad_clip, cfg.train.metadata_dropout, cfg.train.keep) == (0.0, 0.0, 0.0, "best_val_loss")
     assert (cfg.penalty.kind, cfg.penalty.coeff, cfg.penalty.warmup_steps, cfg.penalty.norm) == ("covariance", 0.01, 0, "frobenius")
     assert (cfg.penalty.hidden, cfg.penalty.layers) == (1024, 3)
     m = cfg.model
-    assert (m.channels, m.tower_layers, m.dilated_layers, m.dilation_rate, m.crop, m.seq_len, m.seq_order) == (768, 6, 2, 1.5, 8, 2176, 2)
+    assert (m.channels, m.tower_layers, m.dilated_layers, m.dilation_rate, m.crop, m.positions, m.seq_order) == (768, 6, 2, 1.5, 8, 2176, 2)
     assert (m.dropout_dilated, m.dropout_pointwise, m.activation, m.biological_subspace_ratio) == (0.0, 0.0, "gelu", 0.5)
 
 
@@ -48,7 +48,8 @@ def test_defaults_are_the_reference_recipe():
     ({"train.epochs": "three"}, "train.epochs", "must be an integer"),
     ({"train.epochs": 0}, "train.epochs", "must be >= 1"),
     ({"model.seq_order": 3}, "model.seq_order", "must be 1 or 2"),
-    ({"model.seq_len": 2048}, "model.seq_len", "output positions"),
+    ({"model.positions": 2048}, "model.positions", "output positions"),
+    ({"model.seq_len": 2176}, "model.seq_len", "renamed model.positions"),
     ({"model.chanels": 30}, "model.chanels", "unknown key"),
     ({"data.bin_size": 100}, "data.bin_size", "must equal the model's output bin"),
     ({"data.split.test": ["chr4"]}, "data.split", "more than one split: chr4"),

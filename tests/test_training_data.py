@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from mfd_common.tokens import decode, reverse_complement
-from training.config import AugmentConfig, ConfigError, load_config
-from training.dataset import TrackTableError, WindowDataset, build_windows, load_training_data
-from training.genome import Genome, GenomeError
-from training.peaks import PeakFileError, bin_overlaps, read_peaks
+from training.model.config import AugmentConfig, ConfigError, load_config
+from training.data.dataset import TrackTableError, WindowDataset, build_windows, load_training_data
+from training.data.genome import Genome, GenomeError
+from training.data.peaks import PeakFileError, bin_overlaps, read_peaks
 
 L, BIN = 2176, 128
 
@@ -75,7 +75,7 @@ def test_windows_label_the_central_bin_and_filter_n(tmp_path):
     seq = seq[:5 * BIN] + "N" * (3 * BIN) + seq[8 * BIN:]
     genome = Genome(write_fasta(tmp_path / "g.fa", {"c": seq}))
     peaks = [{"c": np.array([[20 * BIN + 5, 20 * BIN + 9]])}, {"c": np.array([[12 * BIN - 1, 12 * BIN + 1]])}]
-    windows = build_windows(genome, ["c"], peaks, seq_len=L, bin_size=BIN, max_shift=3, max_n_fraction=0.5)
+    windows = build_windows(genome, ["c"], peaks, window_bases=L, bin_size=BIN, max_shift=3, max_n_fraction=0.5)
     bins = windows.bins.tolist()
     assert 20 in bins and 11 in bins and 12 in bins
     row = bins.index(20)
@@ -90,9 +90,9 @@ def test_windows_label_the_central_bin_and_filter_n(tmp_path):
     assert decode(centre) == seq[20 * BIN:21 * BIN]
     # the last bin's window is 47 % N padding: kept at max_n_fraction 0.5, dropped at 0.4
     assert 29 in bins
-    tighter = build_windows(genome, ["c"], peaks, seq_len=L, bin_size=BIN, max_n_fraction=0.4).bins.tolist()
+    tighter = build_windows(genome, ["c"], peaks, window_bases=L, bin_size=BIN, max_n_fraction=0.4).bins.tolist()
     assert 29 not in tighter and 20 in tighter
-    strict = build_windows(genome, ["c"], peaks, seq_len=L, bin_size=BIN, max_n_fraction=0.0)
+    strict = build_windows(genome, ["c"], peaks, window_bases=L, bin_size=BIN, max_n_fraction=0.0)
     # only windows (17 bins) clear of the gap (bins 5–7) and of both chromosome ends survive
     assert strict.bins.tolist() == list(range(16, 22))
 
@@ -101,7 +101,7 @@ def test_augmentation_reverse_complements_tokens_keeps_labels_and_shifts(tmp_pat
     seq = random_seq(40 * BIN, seed=2)
     genome = Genome(write_fasta(tmp_path / "g.fa", {"c": seq}))
     peaks = [{"c": np.array([[20 * BIN, 20 * BIN + 50]])}]
-    windows = build_windows(genome, ["c"], peaks, seq_len=L, bin_size=BIN, max_shift=3, max_n_fraction=0.0)
+    windows = build_windows(genome, ["c"], peaks, window_bases=L, bin_size=BIN, max_shift=3, max_n_fraction=0.0)
     plain = WindowDataset(windows, L)
     index = list(range(len(windows)))
     tokens, labels = plain.__getitems__(index)
@@ -133,7 +133,7 @@ def test_reference_augmentation_draws_one_shift_and_one_strand_per_batch(tmp_pat
     seq = random_seq(40 * BIN, seed=2)
     genome = Genome(write_fasta(tmp_path / "g.fa", {"c": seq}))
     peaks = [{"c": np.array([[20 * BIN, 20 * BIN + 50]])}]
-    windows = build_windows(genome, ["c"], peaks, seq_len=L, bin_size=BIN, max_shift=3, max_n_fraction=0.0)
+    windows = build_windows(genome, ["c"], peaks, window_bases=L, bin_size=BIN, max_shift=3, max_n_fraction=0.0)
     index = list(range(len(windows)))
     plain, _ = WindowDataset(windows, L).__getitems__(index)
     per_batch = WindowDataset(windows, L, AugmentConfig(), seed=0)   # the default: per batch

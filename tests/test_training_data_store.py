@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from mfd_common.tokens import decode, encode, reverse_complement
-from training.encode import EncodeMetadataError, read_encode_metadata
-from training.genome import build_token_genome
-from training.labels import LabelStore, LabelStoreError, TrackSource, build_label_store
-from training.loader import StoreWindowDataset, make_loader
-from training.metrics import shuffled_pair_accuracy, variance_share
-from training.peaks import PeakFileError
-from training.splits import SplitError, Universe, split_bins, validation_blocks
+from mfd_common.tokens import decode, reverse_complement
+from training.data.encode_report import EncodeMetadataError, read_encode_metadata
+from training.data.genome import build_token_genome
+from training.data.labels import LabelStore, LabelStoreError, TrackSource, build_label_store
+from training.data.loader import StoreWindowDataset, make_loader
+from training.evaluation.metrics import shuffled_pair_accuracy, variance_share
+from training.data.peaks import PeakFileError
+from training.data.splits import SplitError, Universe, split_bins, validation_blocks
 
 BIN = 128
 WINDOW = 2177  # the reference model's input: 2176 dinucleotide positions + 1

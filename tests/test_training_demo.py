@@ -1,9 +1,9 @@
 """On the demo data with planted truth, MFD predicts as well as the plain-head baseline (the paper's claim) and its
 biological read-out is free of the planted GC bias, which its technical read-out takes instead.
 
-Both models are trained by `tests/fixtures/demo.py` with the CI preset (`training.demo_preset`: the reference
+Both models are trained by `tests/fixtures/demo.py` with the CI preset (`training.evaluation.demo_preset`: the reference
 recipe at C=30 with per-track output biases started at base rates, for both alike); they differ only in the head
-(and with it the penalty). The claims and their margins are computed by `training.demo_claims`, the same code the
+(and with it the penalty). The claims and their margins are computed by `training.evaluation.demo_claims`, the same code the
 seed sweep (`python -m bench.demo_claims_sweep`) runs; the measured distribution is in docs/reproducibility.md.
 
 Measured (`python -m bench.demo_claims_sweep`, one thread, seeds 0 / 1 / 2 at 20 epochs; min / median / max):
@@ -17,7 +17,7 @@ set below the worst seed with room, and `make test-paper` the claims themselves.
 """
 import pytest
 
-from training.demo_claims import claims, gc_readouts
+from training.evaluation.demo_claims import claims, gc_readouts
 
 # Training both models takes a few minutes on 2 cores (the session fixture runs inside the first test).
 pytestmark = pytest.mark.timeout(2400)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from training.build_store import main as build_store_main
-from training.encode import EncodeMetadataError, normalise_output_type, select_encode_tracks
-from training.labels import LabelStore
+from training.data.encode_report import EncodeMetadataError, normalise_output_type, select_encode_tracks
+from training.data.labels import LabelStore
 
 # metadata.tsv's columns in the portal's order (files report, 2024)
 COLUMNS = ["File accession", "File format", "File type", "File format type", "Output type", "File assembly",

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from training.evaluate import metrics_from_predictions
-from training.metrics import json_safe, prediction_variance_ratios, rf_independence_accuracy, variance_share
-from training.probes import posthoc_probes
+from training.evaluation.metrics import metrics_from_predictions
+from training.evaluation.metrics import json_safe, prediction_variance_ratios, rf_independence_accuracy, variance_share
+from training.evaluation.probes import posthoc_probes
 
 
 def strict_loads(text: str):
@@ -97,7 +97,7 @@ def test_metrics_report_authors_and_ours_on_planted_dependence():
 
 
 def test_enhancer_table_separates_biology_from_a_gc_confounder():
-    from training.enhancers import enhancer_auroc_table, regress_out
+    from training.evaluation.enhancers import enhancer_auroc_table, regress_out
 
     rng = np.random.default_rng(0)
     n = 400
@@ -117,7 +117,7 @@ def test_enhancer_table_separates_biology_from_a_gc_confounder():
 
 
 def test_rare_variant_enrichment_finds_the_planted_part():
-    from training.rare_variants import enrichment, rare_variant_table
+    from training.evaluation.rare_variants import enrichment, rare_variant_table
 
     rng = np.random.default_rng(0)
     n = 2000

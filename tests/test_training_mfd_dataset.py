@@ -17,11 +17,11 @@ h5py = pytest.importorskip("h5py")
 
 from mfd_common.card import ModelCard  # noqa: E402
 from training.build_store import main as build_store_main  # noqa: E402
-from training.config import config_from_dict  # noqa: E402
-from training.labels import LabelStore  # noqa: E402
-from training.mfd_dataset import resolve_chrom  # noqa: E402
-from training.sources import load_source  # noqa: E402
-from training.splits import Universe, split_bins  # noqa: E402
+from training.model.config import config_from_dict  # noqa: E402
+from training.data.labels import LabelStore  # noqa: E402
+from training.data.mfd_dataset import resolve_chrom  # noqa: E402
+from training.data.sources import load_source  # noqa: E402
+from training.data.splits import Universe, split_bins  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = 128
@@ -132,7 +132,7 @@ def test_their_dataset_becomes_a_store_with_their_regions_labels_tracks_and_spli
     (tmp_path / "mapping.yaml").write_text(yaml.safe_dump(mapping))
     config = {"name": "theirs", "data": {"store": {"dir": str(out), "universe": "paper", "eval_max_windows": 32}},
               "metadata": {"mapping": str(tmp_path / "mapping.yaml")},
-              "model": {"seq_len": 2176, "seq_order": 2, "channels": 8},
+              "model": {"positions": 2176, "seq_order": 2, "channels": 8},
               "train": {"epochs": 1, "batch_size": 8, "threads": 1, "max_steps_per_epoch": 2}}
     source = load_source(config_from_dict(config))
     assert source.tracks.ids == TRACKS and source.split_sizes()["test"] == int(is_test.sum())

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from tests.fixtures.models import TINY_TRACKS, tiny_codec
-from training.metrics import auprc, auroc, independence_metrics, linear_cka
-from training.model import MFDModel, ModelConfig, OneHot, condition_bias, trunk_parameter_count
-from training.penalty import (IndependencePenalty, adversarial_batch, covariance_penalty, total_r2,
+from training.evaluation.metrics import auprc, auroc, independence_metrics, linear_cka
+from training.model.network import MFDModel, ModelConfig, OneHot, condition_bias, trunk_parameter_count
+from training.model.penalty import (IndependencePenalty, adversarial_batch, covariance_penalty, total_r2,
                               z_score)
-from training.train import metadata_dropout
+from training.model.fit import metadata_dropout
 
 ROWS = [{k: v for k, v in t.items() if k != "id"} for t in TINY_TRACKS]
 
@@ -38,7 +38,7 @@ def test_forward_shapes(head_kind, order, window):
 def test_trunk_matches_the_reference_parameter_count_widths_and_names():
     codec = tiny_codec()
     big = MFDModel(ModelConfig(channels=768), codec, 4)
-    assert trunk_parameter_count(big) == 17_844_957  # MFD_REFERENCE.md: the trunk at C=768
+    assert trunk_parameter_count(big) == 17_844_957  # docs/reference-facts.md: the trunk at C=768
     assert sum(p.numel() for p in big.bn_features.parameters()) == 3072
     small = tiny_model().state_dict()
     c30 = MFDModel(ModelConfig(channels=30), codec, 4).state_dict()
@@ -72,7 +72,7 @@ def test_dinucleotide_one_hot_matches_brute_force_and_the_n_rule():
 
 
 def test_conv_block_is_batchnorm_gelu_tanh_conv_without_bias():
-    from training.model import ConvBlock
+    from training.model.network import ConvBlock
     torch.manual_seed(0)
     block = ConvBlock(3, 2, 3, residual=False).eval()
     bn, conv = block.conv1d_block[0], block.conv1d_block[2]

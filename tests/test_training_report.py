@@ -69,7 +69,7 @@ def test_report_numbers_agree_with_training_and_the_html_stands_alone(trained, r
     assert not re.search(r"(src|href)=\"(https?:)?//", text) and "<script" not in text  # nothing fetched
 
     # in-process, the same computation: the full read-out is training's own test evaluation (the card's numbers)
-    from training.report import predict_split, readouts_from_predictions
+    from training.evaluation.report import predict_split, readouts_from_predictions
     card = ModelCard.load(checkpoint / "model_card.json")
     pred, _ = predict_split(checkpoint, config, "test", None, True)
     readouts = readouts_from_predictions(pred, [t.id for t in card.tracks], card.d_tech, "test")

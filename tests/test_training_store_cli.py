@@ -14,13 +14,13 @@ import yaml
 from bench.bench_data import write_synthetic
 from mfd_common.card import ModelCard
 from training.build_store import main as build_store_main
-from training.config import ConfigError, config_from_dict, load_config
+from training.model.config import ConfigError, config_from_dict, load_config
 from training.evaluate import main as evaluate_main
-from training.labels import LabelStore
-from training.sources import load_source
+from training.data.labels import LabelStore
+from training.data.sources import load_source
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL = {"seq_len": 2176, "seq_order": 2, "channels": 8}
+TINY_MODEL = {"positions": 2176, "seq_order": 2, "channels": 8}
 
 
 def build(capsys, *args: str) -> tuple[int, str]:
@@ -77,7 +77,7 @@ def test_build_store_then_train_one_epoch_from_it(tiny_demo_dir, reversed_demo, 
     card = ModelCard.load(out / "model_card.json")
     assert [t.id for t in card.tracks] == ids
     assert card.tracks[0].metadata["target"] == table[0]["target"]
-    assert card.seq_len == 2177
+    assert card.window_bases == 2177
     sizes = load_source(load_config(tmp_path / "config.yaml")).split_sizes()
     assert sizes["test"] > 16   # eval_max_windows caps the per-epoch validation; the card's test figure is whole
     for split, windows in (("val", min(16, sizes["val"])), ("test", sizes["test"])):

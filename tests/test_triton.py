@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from mfd_common.card import (CARD_FILENAME, HEAD_INPUT, HEAD_MODEL, HEAD_OUTPUTS, TRUNK_INPUT, TRUNK_MODEL,
                              TRUNK_OUTPUT, ModelCard, verify_checksums)
-from training import triton_config
+from training.repository import triton_config
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -30,7 +30,7 @@ from service.settings import Settings
 from tests.fixtures.reference_checkpoint import ReferenceFixture, build_reference_checkpoint
 from tests.fixtures.service import write_genome
 from tests.fixtures.variant_effects import reverse_complement
-from training.import_reference import import_reference
+from training.reference.importer import import_reference
 
 SHIFT_LEN = 8  # their script's shift_len: the window is read 8 dinucleotide positions longer, crops at 0 … 6
 

@@ -21,7 +21,8 @@ Liveness/readiness/metadata RPCs need no token (probes).
 
 Beside it, the typed `mfd.v1.Predictor/Predict` (service/api/proto/mfd_v1.proto) mirrors POST /predict message for
 message, with the same validation (service.api.json_api), auth, admission control and metrics; its response is
-written from the engine's score arrays, as the JSON one is.
+written from the engine's score arrays, as the JSON one is. `Predictor/Attribute` mirrors POST /attribute
+(service.api.attribute_grpc).
 """
 from __future__ import annotations
 
@@ -212,6 +213,7 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
     def __init__(self, models: ModelRegistry, admission: Admission):
         self.models = models
         self.apis = {name: JsonApi(engine) for name, engine in models.engines.items()}
+        self.attribution: dict[str, Any] = {}  # model name → its /attribute front door, built on first use
         self.admission = admission
 
     @staticmethod
@@ -248,6 +250,19 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
 
         # Field names as in the proto / HTTP API (`conditions[0].lab`), not KServe tensor names.
         return await guarded(self.admission, context, "grpc_predict", handle, tensor_names=False)
+
+    async def Attribute(self, request, context):
+        """The typed mirror of POST /attribute (service.api.attribute_grpc)."""
+        from .attribute_grpc import AttributeApi, attribute
+
+        async def handle():
+            engine = self.models.get(request.model or None)
+            routed(engine.name)
+            if engine.name not in self.attribution:
+                self.attribution[engine.name] = AttributeApi(engine, self.apis[engine.name])
+            return await attribute(self.attribution[engine.name], request)
+
+        return await guarded(self.admission, context, "grpc_attribute", handle, tensor_names=False)
 
 
 class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):

@@ -4,6 +4,7 @@ and probes.
 Routes (JSON in and out, strict RFC 8259 both ways):
   POST /predict            windows (sequences or FASTA intervals) × conditions → probability, logits
   POST /predict_variants   chrom/pos/ref/alt × conditions → alt − ref effects
+  POST /attribute          per-base attribution maps of logit, logit_bio, logit_tech (attribute_json.py)
   GET  /metadata           vocabularies, numeric ranges, trained tracks, limits (POST also answers);
                            `?model=<name>` picks the model (default: the default model)
   GET  /models             the served models: name, window, version, genome (docs/multi-model.md)
@@ -35,6 +36,7 @@ from ..core.effects import MAX_SHIFTS
 from ..errors import RequestError, internal
 from . import docs_examples, json_api, strict_json
 from .admission import Admission, ClientGone
+from .attribute_json import AttributeApi, AttributeRequest, AttributeResponse
 from .json_api import JsonApi
 from .schemas import (ErrorResponse, MetadataResponse, ModelsResponse, PredictRequest, PredictResponse,
                       VariantRequest, VariantResponse)
@@ -114,7 +116,7 @@ class MFDApi(FastAPI):
                                 for key, (summary, value) in examples.items()}
                 _set_examples(spec, path, examples)
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-        for request_model in (PredictRequest, VariantRequest):
+        for request_model in (PredictRequest, VariantRequest, AttributeRequest):
             schema = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))
             schemas[request_model.__name__] = schema
@@ -243,6 +245,17 @@ async def predict_variants(request: Request) -> Response:
     return await _score(request, "predict_variants", VariantRequest, lambda api: api.predict_variants)
 
 
+@app.post("/attribute", summary="Per-base attributions (ISM, gradient × input, integrated gradients)",
+          response_model=None, responses={200: {"model": AttributeResponse}, **_errors(400, 401, 413, 415, 422, 503)},
+          openapi_extra=_body(AttributeRequest))
+async def attribute(request: Request) -> Response:
+    """Which bases drive the logit, its biological part and its technical part: one [L][4] map (A, C, G, T) per
+    window, condition and part. `ism` runs on any backend; the gradient methods need the embedded one."""
+    return await _score(request, "attribute", AttributeRequest,
+                        lambda api: request.app.state.attribute_apis[api.engine.name].attribute,
+                        json_api.dumps)
+
+
 @app.api_route("/metadata", methods=["GET", "POST"], summary="Model metadata", response_model=None,
                responses={200: {"model": MetadataResponse}, **_errors(401)})
 async def metadata(request: Request, model: str | None = None) -> Response:
@@ -337,6 +350,8 @@ def attach(models: Any, admission: Admission) -> None:
     app.state.apis = {name: JsonApi(engine) for name, engine in models.engines.items()}
     app.state.engine = models.any
     app.state.json = app.state.apis[models.any.name]
+    app.state.attribute_apis = {name: AttributeApi(engine, app.state.apis[name])
+                                for name, engine in models.engines.items()}
     app.state.settings = models.settings
     app.state.admission = admission
     app.openapi_schema = None

@@ -14,8 +14,9 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from mfd_common.card import BIAS_RULE_DOCS
+from mfd_common.numeric import numeric_range
 
-from ..core.conditions import ResolvedCondition, numeric_range
+from ..core.conditions import ResolvedCondition
 from ..core.domain import GenomicInterval, Prediction, ScoreOptions, VariantEffects
 from ..core.effects import EnsembleSpec
 from ..core.engine import Engine

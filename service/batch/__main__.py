@@ -5,6 +5,8 @@
         --out out.vcf.gz                          # or out.bcf, out.vcf, out.tsv(.gz)
     python -m service.batch tracks chr1:100,001-200,000 --fasta genome.fa --conditions DEMO001 --out tracks/ \\
         --with-biological
+    python -m service.batch attribute regions.bed --fasta genome.fa --conditions DEMO001 --out contrib/
+                                                  # <condition>.{bio,tech}.contrib.bw + tracks.ini (attribute.py)
 
 Both cut their input into shards kept in a work directory (default: beside the output) and resume after a crash
 without redoing finished shards. In parallel (a Kubernetes Indexed Job, k8s/components/batch) every process runs
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.effects import DEFAULT_GEOMETRY, PAPER_SHIFTS, PAPER_STRANDS
+from . import attribute as attribute_mod
 from . import tracks as tracks_mod
 from . import variants as variants_mod
 from .runtime import (add_engine_options, add_ensemble_options, ensemble_from, open_engine, parse_conditions,
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ensemble_options(t, shifts=1, strands=PAPER_STRANDS)
     _sharding_options(t, "bins", 512)
     t.set_defaults(run=run_tracks)
+    attribute_mod.add_parser(sub)
     return parser
 
 

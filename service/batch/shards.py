@@ -12,16 +12,15 @@ requested name.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager
 
 import numpy as np
+
+from mfd_common.publish import staged
 
 MANIFEST = "manifest.json"
 
@@ -30,18 +29,9 @@ class BatchError(RuntimeError):
     """A batch job that cannot go on; the message says what to change. The CLI prints it and exits non-zero."""
 
 
-@contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it to `path`, on failure remove it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+def atomic_output(path: Path) -> ContextManager[Path]:
+    """A path beside `path` to write; renamed to `path` on success, removed on failure (mfd_common.publish)."""
+    return staged(path)
 
 
 def shard_ranges(total: int, size: int) -> list[tuple[int, int]]:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mfd_common.geometry import BIN_SIZE
+
 from ..core.effects import EnsembleSpec, encode_windows, ensembled_scores
 from ..core.engine import Engine
 from ..core.genome import Genome
@@ -30,7 +32,7 @@ from .runtime import NamedCondition, resolve
 from .shards import BatchError, WorkDir, atomic_output, my_shards, shard_ranges
 
 _REGION = re.compile(r"^(?P<chrom>[^:\s]+)(:(?P<start>[\d,]+)-(?P<end>[\d,]+))?$")
-DEFAULT_BIN_SIZE = 128  # the reference data set's bins; used when the card does not say
+DEFAULT_BIN_SIZE = BIN_SIZE  # the reference data set's bins; used when the card does not say
 
 
 @dataclass(frozen=True)

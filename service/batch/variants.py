@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import os
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+
+from mfd_common.publish import PARTIAL_SUFFIX, publish
 
 from ..core.effects import EnsembleSpec
 from ..core.engine import Engine
@@ -375,9 +375,8 @@ class ErrorReport:
         self.path = out.with_name(out.name + ".errors.tsv")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.counts: Counter[str] = Counter()
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        self._tmp = Path(tmp)
-        self._handle = os.fdopen(fd, "w", newline="")
+        self._tmp = self.path.with_name(f".{self.path.name}{PARTIAL_SUFFIX}")
+        self._handle = open(self._tmp, "w", newline="")
         self._writer = csv.writer(self._handle, delimiter="\t", lineterminator="\n")
         self._writer.writerow(self.COLUMNS)
 
@@ -394,7 +393,7 @@ class ErrorReport:
         After a failed run (`ok=False`): only the temporary file is removed."""
         self._handle.close()
         if ok and self.counts:
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
             return self.path
         self._tmp.unlink(missing_ok=True)
         if ok:

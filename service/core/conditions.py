@@ -27,22 +27,14 @@ import numpy as np
 from mfd_common.card import ModelCard
 from mfd_common.codec import NUMERIC_TYPES, MetadataCodec, MetadataError, is_missing, number_of
 
+from mfd_common.numeric import MAX_STANDARD_SCORE, numeric_range, standard_score_in_range
+
 from ..backends.base import Backend, HeadWeights
 from ..errors import RequestError
 from ..metrics import get_metrics
 
 ConditionInput = Union[str, Mapping[str, Any]]
 TRACK_KEY = "track"
-#: A numeric metadata value must lie within this many training standard deviations of the training mean:
-#: far outside, the metadata network extrapolates blindly (and float32 codes overflow into NaN probabilities).
-MAX_STANDARD_SCORE = 6.0
-
-
-def numeric_range(mean: float, std: float) -> tuple[float, float]:
-    """Accepted [min, max] of a numeric variable (documented per variable by GET /metadata)."""
-    return mean - MAX_STANDARD_SCORE * std, mean + MAX_STANDARD_SCORE * std
-
-
 @dataclass(frozen=True)
 class ResolvedCondition:
     """A condition as the service understood it: the track it names (if any) and the metadata it encodes."""
@@ -134,7 +126,7 @@ class ConditionResolver:
                 raise RequestError(f"{field}.{name}", f"{str(value)[:40]} is not a whole number ({name} is an "
                                    "integer variable)")
             standard_score = float(codes[self.codec.offsets[name][0]])
-            if not abs(standard_score) <= MAX_STANDARD_SCORE:  # also catches inf/NaN
+            if not standard_score_in_range(standard_score):  # also catches inf/NaN
                 low, high = numeric_range(variable.mean, variable.std)
                 raise RequestError(f"{field}.{name}", f"{str(value)[:40]} is outside the range this model was "
                                    f"trained for: {low:.6g} to {high:.6g} (training mean ± "

@@ -192,4 +192,6 @@ class Engine:
     def limits(self) -> dict[str, Any]:
         """The request limits this engine's front doors enforce."""
         return {"max_sequences": self.settings.max_sequences, "max_conditions": self.settings.max_conditions,
-                "max_inflight": self.settings.max_inflight, "max_body_bytes": self.settings.max_body_bytes}
+                "max_inflight": self.settings.max_inflight, "max_body_bytes": self.settings.max_body_bytes,
+                "max_attribution_passes": self.settings.max_attribution_passes,
+                "max_attribution_floats": self.settings.max_attribution_floats}

@@ -39,6 +39,11 @@ class PredictorStub(object):
                 request_serializer=service_dot_api_dot_proto_dot_mfd__v1__pb2.PredictRequest.SerializeToString,
                 response_deserializer=service_dot_api_dot_proto_dot_mfd__v1__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.Attribute = channel.unary_unary(
+                '/mfd.v1.Predictor/Attribute',
+                request_serializer=service_dot_api_dot_proto_dot_mfd__v1__pb2.AttributeRequest.SerializeToString,
+                response_deserializer=service_dot_api_dot_proto_dot_mfd__v1__pb2.AttributeResponse.FromString,
+                _registered_method=True)
 
 
 class PredictorServicer(object):
@@ -51,6 +56,13 @@ class PredictorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Attribute(self, request, context):
+        """Per-base attribution maps of the logit and its biological / technical parts (POST /attribute).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PredictorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +70,11 @@ def add_PredictorServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=service_dot_api_dot_proto_dot_mfd__v1__pb2.PredictRequest.FromString,
                     response_serializer=service_dot_api_dot_proto_dot_mfd__v1__pb2.PredictResponse.SerializeToString,
+            ),
+            'Attribute': grpc.unary_unary_rpc_method_handler(
+                    servicer.Attribute,
+                    request_deserializer=service_dot_api_dot_proto_dot_mfd__v1__pb2.AttributeRequest.FromString,
+                    response_serializer=service_dot_api_dot_proto_dot_mfd__v1__pb2.AttributeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +104,33 @@ class Predictor(object):
             '/mfd.v1.Predictor/Predict',
             service_dot_api_dot_proto_dot_mfd__v1__pb2.PredictRequest.SerializeToString,
             service_dot_api_dot_proto_dot_mfd__v1__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attribute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mfd.v1.Predictor/Attribute',
+            service_dot_api_dot_proto_dot_mfd__v1__pb2.AttributeRequest.SerializeToString,
+            service_dot_api_dot_proto_dot_mfd__v1__pb2.AttributeResponse.FromString,
             options,
             channel_credentials,
             insecure,
