@@ -61,17 +61,21 @@ def _global_field(field: str, offsets: dict[str, int]) -> str:
 class Client:
     """A connection to one mfd-serve server (REST). Thread-safe as httpx.Client is; close() or use `with`."""
 
+    model: str | None = None
+
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 120.0,
                  batch_size: int | None = None, progress: bool | None = None,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None, model: str | None = None):
         """`batch_size` caps windows/variants per request below the server's own limit; `progress`: True, False
-        or None (a bar on a terminal when a call needs several requests)."""
+        or None (a bar on a terminal when a call needs several requests); `model`: which of a deployment's models
+        every call uses (GET /models lists them; None: the server's default)."""
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
         self.url = url.rstrip("/")
         self.batch_size = batch_size
         self.progress = progress
         self._metadata: dict[str, Any] | None = None
+        self.model = model
 
     # ---- plumbing ---------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -88,8 +92,13 @@ class Client:
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
                  offsets: dict[str, int] | None = None) -> dict[str, Any]:
+        if self.model is not None:  # route every call to the chosen model (service.core.models)
+            body = {"model": self.model, **body} if body is not None else None
+            params = {"model": self.model} if body is None else None
+        else:
+            params = None
         for attempt in range(_RETRIES_503 + 1):
-            response = self._http.request(method, path, json=body)
+            response = self._http.request(method, path, json=body, params=params)
             if response.status_code != 503 or attempt == _RETRIES_503:
                 break
             time.sleep(min(0.1 * 2 ** attempt, 2.0))  # overloaded: nothing was computed, so a retry is safe
@@ -104,9 +113,13 @@ class Client:
 
     def metadata(self, *, refresh: bool = False) -> dict[str, Any]:
         """GET /metadata: variables (allowed values, numeric ranges), trained tracks, seq_len, genome, limits."""
-        if self._metadata is None or refresh:
+        if self._metadata is None or refresh:  # of this client's model (GET /metadata?model=…)
             self._metadata = self._request("GET", "/metadata")
         return self._metadata
+
+    def models(self) -> pd.DataFrame:
+        """GET /models: the deployment's models (name, default, window, version, genome), one row each."""
+        return pd.DataFrame(self._request("GET", "/models")["models"])
 
     def limits(self) -> dict[str, int]:
         """The server's request limits (from /metadata): max_sequences, max_conditions, max_body_bytes, …"""

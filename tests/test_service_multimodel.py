@@ -375,3 +375,28 @@ def test_each_model_gets_its_own_fasta_and_mfd_fasta_only_the_default(tmp_path: 
     (tmp_path / "models" / "mm10.v2" / "model_card.json").write_text('{"model_name": "x"}')
     with pytest.raises(ValueError, match="share the variable MFD_FASTA_MM10_V2"):
         open_models(settings)
+
+
+def test_attribute_and_the_python_client_route_by_model(deployment: Deployment):
+    """POST /attribute takes "model" like /predict (each model's own window and vocabulary), and
+    `mfd.Client(url, model=…)` sends it on every call, answering as that model's single-model service."""
+    import mfd
+
+    for seed, name in enumerate((DEMO, THEIRS)):
+        card = deployment.cards[name]
+        sequences = random_windows(1, card.seq_len, 40 + seed)
+        body = {"sequences": sequences, "conditions": conditions_for(card)[:1], "parts": ["logit_bio"],
+                "window": {"start": 100, "end": 110}}
+        got = httpx.post(f"{deployment.multi.http_url}/attribute", json={**body, "model": name}, timeout=120)
+        expected = httpx.post(f"{deployment.single[name].http_url}/attribute", json=body, timeout=120)
+        assert got.status_code == expected.status_code == 200, got.text[:300]
+        np.testing.assert_allclose(np.array(got.json()["results"][0]["maps"]["logit_bio"]),
+                                   np.array(expected.json()["results"][0]["maps"]["logit_bio"]), atol=PARITY)
+        with mfd.Client(deployment.multi.http_url, model=name) as client:
+            frame = client.predict(sequences, conditions=conditions_for(card))
+            assert client.metadata()["model"] == name
+        reference = predict(deployment.single[name], {"sequences": sequences, "conditions": conditions_for(card)})
+        np.testing.assert_allclose(frame["logit"].to_numpy().reshape(matrix(reference, "logit").shape),
+                                   matrix(reference, "logit"), rtol=0, atol=PARITY)
+    with mfd.Client(deployment.multi.http_url) as client:
+        assert set(client.models()["name"]) == {DEMO, THEIRS}
