@@ -6,12 +6,13 @@ recipe at C=30 with per-track output biases started at base rates, for both alik
 (and with it the penalty). The claims and their margins are computed by `training.evaluation.demo_claims`, the same code the
 seed sweep (`python -m bench.demo_claims_sweep`) runs; the measured distribution is in docs/reproducibility.md.
 
-Measured (`python -m bench.demo_claims_sweep`, one thread, seeds 0 / 1 / 2 at 20 epochs; min / median / max):
-    auroc_gap (baseline - MFD)   0.009 / 0.053 / 0.080
-    MFD bio~GC                  -0.333 / 0.007 / 0.039      baseline bio~GC  0.133 / 0.262 / 0.324
+Measured (`python -m bench.demo_claims_sweep`, one thread, seeds 0-4 at 20 epochs; min / median / max):
+    auroc_gap (baseline - MFD)   0.003 / 0.048 / 0.080
+    MFD bio~GC                  -0.333 / 0.006 / 0.039      baseline bio~GC  0.133 / 0.262 / 0.354
     bio~GC share (MFD/baseline) -1.03  / 0.026 / 0.291
-    MFD tech~GC - bio~GC         0.646 / 0.659 / 1.084      MFD tech~GC      0.666 / 0.684 / 0.751
-    MFD test AUROC               0.752 / 0.849 / 0.920
+    MFD tech~GC - bio~GC         0.579 / 0.646 / 1.084      MFD tech~GC      0.571 / 0.666 / 0.751
+    MFD test AUROC               0.752 / 0.879 / 0.920
+Two-thread runs: not measured yet (see docs/reproducibility.md).
 The paper's AUROC tolerance (0.02) and the 1/3 share are not met on every seed at this budget: CI asserts bounds
 set below the worst seed with room, and `make test-paper` the claims themselves.
 """
@@ -26,8 +27,8 @@ AUROC_TOLERANCE = 0.02      # the paper's claim: MFD test AUROC >= baseline - 0.
 CI_AUROC_TOLERANCE = 0.2    # at the CI budget: a bound on the worst measured gap (0.080) with room, not the claim
 GC_SHARE = 1 / 3            # the claim: MFD bio~GC <= 1/3 of the baseline's
 TECH_OVER_BIO = 0.15        # the claim: MFD tech~GC > bio~GC + 0.15
-BIO_GC_CEILING = 0.15       # at the CI budget: MFD's bio~GC, absolute (measured <= 0.039), not the 1/3 share
-TECH_GC_FLOOR = 0.3         # the artefact is really there: MFD's technical read-out follows GC (measured >= 0.67)
+BIO_GC_CEILING = 0.15       # at the CI budget: a ceiling on MFD's signed bio~GC (measured <= 0.039), not the 1/3 share
+TECH_GC_FLOOR = 0.3         # the artefact is really there: MFD's technical read-out follows GC (measured >= 0.57)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_both_models_learn_the_planted_biology(readouts):
 @pytest.mark.slow
 def test_mfd_auroc_is_near_the_baseline_at_the_ci_budget(readouts):
     """Not the paper's 0.02 at this budget: the gap depends on which motifs each model has found by epoch 20
-    (0.009 / 0.053 / 0.080 on seeds 0 / 1 / 2); see docs/reproducibility.md."""
+    (0.009 / 0.053 / 0.080 / 0.048 / 0.003 on seeds 0-4); see docs/reproducibility.md."""
     c = claims(readouts)
     assert c["auroc_mfd"] >= c["auroc_baseline"] - CI_AUROC_TOLERANCE, c
 
