@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Sequence
 
 from mfd_common.card import CARD_FILENAME, ModelCard
-from mfd_common.model_store import ModelStoreError, named_model_dir
 
 from .repository import triton_config
-from .repository.export import ExportError, export_repository
+from .repository.export import ExportError, export_repository, output_dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,11 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", default=None,
                         help="write into the multi-model repository --out as model NAME (<out>/<NAME>/)")
     args = parser.parse_args(argv)
-    try:
-        out_dir = named_model_dir(args.out, args.name) if args.name is not None else args.out
-    except (ModelStoreError, ValueError) as err:
-        print(f"export: {err}", file=sys.stderr)
-        return 2
+    out_dir = output_dir(args.out, args.name, "export")
     try:
         out = export_repository(args.checkpoint, out_dir, reverse_complement_average=args.reverse_complement_average,
                                 max_batch_size=args.max_batch_size, head_max_batch_size=args.head_max_batch_size,

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Sequence
 
 from mfd_common.card import CARD_FILENAME, ModelCard
-from mfd_common.model_store import ModelStoreError, named_model_dir
 
 from .reference.checkpoint import ReferenceImportError
 from .reference.importer import import_reference
+from .repository.export import output_dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,11 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", help="the model's name (mfd_common.model_store rule): written to <out>/<NAME>/ "
                                        "with NAME in the card (default: --out itself, named by the checkpoint's file)")
     args = parser.parse_args(argv)
-    try:
-        out_dir = named_model_dir(args.out, args.name) if args.name is not None else args.out
-    except (ModelStoreError, ValueError) as err:
-        print(f"import_reference: {err}", file=sys.stderr)
-        return 2
+    out_dir = output_dir(args.out, args.name, "import_reference")
     try:
         out = import_reference(args.checkpoint, args.mapping, out_dir, name=args.name)
     except ReferenceImportError as err:

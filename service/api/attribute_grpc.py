@@ -19,24 +19,9 @@ from .proto import mfd_v1_pb2
 
 def request_dict(request: Any) -> dict[str, Any]:
     """An mfd.v1.AttributeRequest as the /attribute JSON body it mirrors."""
-    from .grpc_server import struct_value
+    from .grpc_server import scoring_body
 
-    data: dict[str, Any] = {"conditions": [], "method": request.method or "ism",
-                            "reverse_complement": request.reverse_complement}
-    if request.sequences:
-        data["sequences"] = list(request.sequences)
-    if request.sequence_ids:
-        data["sequence_ids"] = list(request.sequence_ids)
-    if request.intervals:
-        data["intervals"] = [{"chrom": i.chrom, "start": i.start, "end": i.end, **({"id": i.id} if i.id else {})}
-                             for i in request.intervals]
-    for i, condition in enumerate(request.conditions):
-        kind = condition.WhichOneof("kind")
-        if kind == "track":
-            data["conditions"].append(condition.track)
-        else:
-            data["conditions"].append(struct_value(condition.metadata, f"conditions[{i}]")
-                                      if kind == "metadata" else {})
+    data = scoring_body(request, method=request.method or "ism", reverse_complement=request.reverse_complement)
     if request.parts:
         data["parts"] = list(request.parts)
     if request.HasField("window"):

@@ -13,16 +13,16 @@ from typing import Annotated, Any, Optional
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
-from pydantic_core import PydanticCustomError
 
 from mfd_common import tokens as dna
 
 from ..core.attribution import AttributeOptions, attributor_for
 from ..core.attributions import BASES, METHODS, PARTS, Attribution
-from ..core.domain import GenomicInterval, Windows
+from ..core.domain import Windows
 from ..core.engine import Engine
 from .json_api import JsonApi, conditions_json
-from .schemas import CONDITIONS_DOC, Condition, DnaSequence, Interval, ResolvedConditionOut, _Scoring, _Strict
+from .schemas import (CONDITIONS_DOC, Condition, DnaSequence, Interval, ResolvedConditionOut, _Scoring, _Strict,
+                      one_window_source)
 
 
 class AttributionWindow(_Strict):
@@ -55,15 +55,7 @@ class AttributeRequest(_Scoring):
 
     @model_validator(mode="after")
     def _one_source(self) -> "AttributeRequest":
-        if (self.sequences is None) == (self.intervals is None):
-            raise PydanticCustomError("mfd_invalid", "{reason}", {
-                "reason": "give exactly one of `sequences` or `intervals`", "status": 422, "field": "sequences",
-                "kind": "invalid_argument", "allowed": ["sequences", "intervals"]})
-        if self.sequence_ids is not None and (self.sequences is None or len(self.sequence_ids) != len(self.sequences)):
-            raise PydanticCustomError("mfd_invalid", "{reason}", {
-                "reason": "`sequence_ids` needs one id per sequence", "status": 422, "kind": "invalid_argument",
-                "field": "sequence_ids"})
-        return self
+        return one_window_source(self)
 
     def options(self) -> AttributeOptions:
         return AttributeOptions(self.method, self.parts, self.window, self.reverse_complement, self.steps,
@@ -125,12 +117,7 @@ class AttributeApi:
 
     async def attribute(self, request: AttributeRequest) -> dict[str, Any]:
         engine = self.engine
-        conditions = engine.resolve_conditions(request.conditions)
-        if request.sequences is not None:
-            windows = engine.sequence_windows(request.sequences, request.sequence_ids)
-        else:
-            windows = engine.interval_windows([GenomicInterval(i.chrom, i.start, i.end, i.id)
-                                               for i in request.intervals or []])
+        windows, conditions = self.json.windows_and_conditions(request)
         result = await self.attributor.attribute(windows, conditions, request.options())
         return attribute_payload(result, windows, conditions, model=engine.name, backend=engine.backend.name,
                                  reverse_complement=request.reverse_complement)

@@ -219,24 +219,8 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
     @staticmethod
     def _request_dict(request) -> dict[str, Any]:
         """The message as the JSON body it mirrors, validated by the same pydantic model."""
-        data: dict[str, Any] = {"conditions": [], "biological_only": request.biological_only,
-                                "reverse_complement": request.reverse_complement,
-                                "return_features": request.return_features}
-        if request.sequences:
-            data["sequences"] = list(request.sequences)
-        if request.sequence_ids:
-            data["sequence_ids"] = list(request.sequence_ids)
-        if request.intervals:
-            data["intervals"] = [{"chrom": i.chrom, "start": i.start, "end": i.end, **({"id": i.id} if i.id else {})}
-                                 for i in request.intervals]
-        for i, condition in enumerate(request.conditions):
-            kind = condition.WhichOneof("kind")
-            if kind == "track":
-                data["conditions"].append(condition.track)
-            else:
-                data["conditions"].append(struct_value(condition.metadata, f"conditions[{i}]")
-                                          if kind == "metadata" else {})
-        return data
+        return scoring_body(request, biological_only=request.biological_only,
+                            reverse_complement=request.reverse_complement, return_features=request.return_features)
 
     async def Predict(self, request, context):
         async def handle():
@@ -263,6 +247,27 @@ class PredictorServicer(mfd_v1_pb2_grpc.PredictorServicer):
             return await attribute(self.attribution[engine.name], request)
 
         return await guarded(self.admission, context, "grpc_attribute", handle, tensor_names=False)
+
+
+def scoring_body(request: Any, **options: Any) -> dict[str, Any]:
+    """The windows (sequences, ids, intervals) and conditions of a typed mfd.v1 request as the JSON body they mirror,
+    plus `options`: Predict and Attribute share these fields, so both are validated by the JSON front door's models."""
+    data: dict[str, Any] = {"conditions": [], **options}
+    if request.sequences:
+        data["sequences"] = list(request.sequences)
+    if request.sequence_ids:
+        data["sequence_ids"] = list(request.sequence_ids)
+    if request.intervals:
+        data["intervals"] = [{"chrom": i.chrom, "start": i.start, "end": i.end, **({"id": i.id} if i.id else {})}
+                             for i in request.intervals]
+    for i, condition in enumerate(request.conditions):
+        kind = condition.WhichOneof("kind")
+        if kind == "track":
+            data["conditions"].append(condition.track)
+        else:
+            data["conditions"].append(struct_value(condition.metadata, f"conditions[{i}]")
+                                      if kind == "metadata" else {})
+    return data
 
 
 class UndecodableIsInvalidArgument(grpc.aio.ServerInterceptor):

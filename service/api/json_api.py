@@ -17,7 +17,7 @@ from mfd_common.card import BIAS_RULE_DOCS
 from mfd_common.numeric import numeric_range
 
 from ..core.conditions import ResolvedCondition
-from ..core.domain import GenomicInterval, Prediction, ScoreOptions, VariantEffects
+from ..core.domain import GenomicInterval, Prediction, ScoreOptions, VariantEffects, Windows
 from ..core.effects import EnsembleSpec
 from ..core.engine import Engine
 from ..core.scoring import QUANTITIES
@@ -162,17 +162,20 @@ class JsonApi:
         except ValidationError as exc:
             raise from_validation_error(exc) from None
 
-    async def prediction(self, request: PredictRequest) -> Prediction:
-        """A validated PredictRequest scored: the domain result every predict front door serialises."""
+    def windows_and_conditions(self, request: Any) -> tuple[Windows, list[ResolvedCondition]]:
+        """A validated request's windows (its sequences, or its intervals read from the genome) and conditions."""
         engine = self.engine
         conditions = engine.resolve_conditions(request.conditions)
         if request.sequences is not None:
-            windows = engine.sequence_windows(request.sequences, request.sequence_ids)
-        else:
-            windows = engine.interval_windows([GenomicInterval(i.chrom, i.start, i.end, i.id)
-                                               for i in request.intervals or []])
+            return engine.sequence_windows(request.sequences, request.sequence_ids), conditions
+        intervals = [GenomicInterval(i.chrom, i.start, i.end, i.id) for i in request.intervals or []]
+        return engine.interval_windows(intervals), conditions
+
+    async def prediction(self, request: PredictRequest) -> Prediction:
+        """A validated PredictRequest scored: the domain result every predict front door serialises."""
+        windows, conditions = self.windows_and_conditions(request)
         options = ScoreOptions(request.biological_only, request.reverse_complement)
-        return await engine.predict(windows, conditions, options)
+        return await self.engine.predict(windows, conditions, options)
 
     async def predict(self, request: PredictRequest) -> dict[str, Any]:
         return predict_payload(await self.prediction(request), model=self.engine.name,

@@ -151,6 +151,21 @@ class Interval(_Strict):
         return end
 
 
+def one_window_source(request: Any) -> Any:
+    """A request's windows come from exactly one of `sequences` / `intervals`, with one id per sequence if ids are
+    given (/predict and /attribute alike)."""
+    if (request.sequences is None) == (request.intervals is None):
+        raise PydanticCustomError("mfd_invalid", "{reason}", {
+            "reason": "give exactly one of `sequences` or `intervals`", "status": 422, "field": "sequences",
+            "kind": "invalid_argument", "allowed": ["sequences", "intervals"]})
+    ids = request.sequence_ids
+    if ids is not None and (request.sequences is None or len(ids) != len(request.sequences)):
+        raise PydanticCustomError("mfd_invalid", "{reason}", {
+            "reason": "`sequence_ids` needs one id per sequence", "status": 422, "kind": "invalid_argument",
+            "field": "sequence_ids"})
+    return request
+
+
 class PredictRequest(_Scoring):
     """Score windows (given as sequences or as intervals of the configured genome) under conditions."""
 
@@ -174,15 +189,7 @@ class PredictRequest(_Scoring):
 
     @model_validator(mode="after")
     def _one_source(self) -> "PredictRequest":
-        if (self.sequences is None) == (self.intervals is None):
-            raise PydanticCustomError("mfd_invalid", "{reason}", {
-                "reason": "give exactly one of `sequences` or `intervals`", "status": 422, "field": "sequences",
-                "kind": "invalid_argument", "allowed": ["sequences", "intervals"]})
-        if self.sequence_ids is not None and (self.sequences is None or len(self.sequence_ids) != len(self.sequences)):
-            raise PydanticCustomError("mfd_invalid", "{reason}", {
-                "reason": "`sequence_ids` needs one id per sequence", "status": 422, "kind": "invalid_argument",
-                "field": "sequence_ids"})
-        return self
+        return one_window_source(self)
 
 
 class Variant(_Strict):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -31,6 +32,7 @@ from torch import nn
 
 from mfd_common.card import CARD_FILENAME, HEAD_MODEL, TRUNK_MODEL, ModelCard, sha256_file, verify_checksums
 from mfd_common import serving, triton_compat
+from mfd_common.model_store import ModelStoreError, named_model_dir
 from mfd_common.publish import publish
 from mfd_common.tokens import reverse_complement
 
@@ -280,3 +282,16 @@ def export_repository(checkpoint_dir: str | Path, out_dir: str | Path, *, revers
         for name in (TRUNK_MODEL, HEAD_MODEL, CARD_FILENAME):   # the models first, the card that names them last
             publish(staging / name, out_dir / name)
     return out_dir
+
+
+def output_dir(out: Path, name: str | None, prog: str) -> Path:
+    """Where a command writes a model: `out` itself, or `<out>/<name>/` of a multi-model repository when `--name`
+    is given (mfd_common.model_store's rule). A bad name or folder exits 2 with one line naming it."""
+    if name is None:
+        return Path(out)
+    try:
+        return named_model_dir(out, name)
+    except (ModelStoreError, ValueError) as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
