@@ -161,27 +161,33 @@ def test_each_cloud_component_names_its_read_write_many_class(cloud, tmp_path):
 # ---- autoscaling signal ----------------------------------------------------------------------------------------
 
 def test_triton_hpa_metric_is_the_trunk_queue_only(prod, tmp_path):
-    """The adapter's query for the Triton HPA, evaluated by promtool on a pod whose CPU head model has a long queue
-    and many requests: the answer is the trunk's mean queue time alone."""
+    """The adapter's query for the Triton HPA, evaluated by promtool on a pod serving two models (the single-model
+    names and a second model's `<name>__` prefixed ones, docs/multi-model.md) whose CPU head models have long queues
+    and many requests: the answer is the mean queue time of the pod's trunk requests alone, over both trunks."""
     [hpa] = [h for h in by_kind(prod, "HorizontalPodAutoscaler").values()
              if h["spec"]["scaleTargetRef"]["name"] == "mfd-triton"]
     [metric] = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
     [rule] = [r for r in yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["custom"] if r["name"]["as"] == metric]
-    assert 'model="mfd_trunk"' in rule["seriesQuery"]
+    assert 'model=~"(.+__)?mfd_trunk"' in rule["seriesQuery"]
     query = adapter_query(rule["metricsQuery"], "nv_inference_queue_duration_us", 'namespace="mfd",pod="triton-a"',
                           "pod")
     labels = 'job="mfd-triton", namespace="mfd", pod="triton-a", version="1"'
-    # Per minute: trunk 60 requests queued 30 ms each (1.8e6 us); head 6000 requests queued 1 ms each (6e6 us).
+    # Per minute: trunk 60 requests queued 30 ms each (1.8e6 us), the second model's trunk 60 queued 10 ms each
+    # (0.6e6 us): 2.4e6 us over 120 requests = 20 ms. Heads: 6000 requests queued 1 ms each, not counted.
     series = {'nv_inference_queue_duration_us{%s, model="mfd_trunk"}' % labels: "0+1800000x10",
               'nv_inference_request_success{%s, model="mfd_trunk"}' % labels: "0+60x10",
+              'nv_inference_queue_duration_us{%s, model="grch38__mfd_trunk"}' % labels: "0+600000x10",
+              'nv_inference_request_success{%s, model="grch38__mfd_trunk"}' % labels: "0+60x10",
               'nv_inference_queue_duration_us{%s, model="mfd_head"}' % labels: "0+6000000x10",
-              'nv_inference_request_success{%s, model="mfd_head"}' % labels: "0+6000x10"}
+              'nv_inference_request_success{%s, model="mfd_head"}' % labels: "0+6000x10",
+              'nv_inference_queue_duration_us{%s, model="grch38__mfd_head"}' % labels: "0+6000000x10",
+              'nv_inference_request_success{%s, model="grch38__mfd_head"}' % labels: "0+6000x10"}
     (tmp_path / "empty.rules.yaml").write_text("groups: []\n")
     tests = {"rule_files": ["empty.rules.yaml"], "evaluation_interval": "1m", "tests": [{
         "interval": "1m",
         "input_series": [{"series": k, "values": v} for k, v in series.items()],
         "promql_expr_test": [{"expr": query, "eval_time": "8m",
-                              "exp_samples": [{"labels": '{pod="triton-a"}', "value": 30000}]}]}]}
+                              "exp_samples": [{"labels": '{pod="triton-a"}', "value": 20000}]}]}]}
     (tmp_path / "adapter.test.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
     result = promtool("test", "rules", str(tmp_path / "adapter.test.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
