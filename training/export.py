@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="write into the multi-model repository --out as model NAME (<out>/<NAME>/)")
     args = parser.parse_args(argv)
     out_dir = output_dir(args.out, args.name, "export")
+    if out_dir is None:
+        return 2
     try:
         out = export_repository(args.checkpoint, out_dir, reverse_complement_average=args.reverse_complement_average,
                                 max_batch_size=args.max_batch_size, head_max_batch_size=args.head_max_batch_size,

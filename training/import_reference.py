@@ -33,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        "with NAME in the card (default: --out itself, named by the checkpoint's file)")
     args = parser.parse_args(argv)
     out_dir = output_dir(args.out, args.name, "import_reference")
+    if out_dir is None:
+        return 2
     try:
         out = import_reference(args.checkpoint, args.mapping, out_dir, name=args.name)
     except ReferenceImportError as err:

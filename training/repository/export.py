@@ -284,14 +284,14 @@ def export_repository(checkpoint_dir: str | Path, out_dir: str | Path, *, revers
     return out_dir
 
 
-def output_dir(out: Path, name: str | None, prog: str) -> Path:
+def output_dir(out: Path, name: str | None, prog: str) -> Path | None:
     """Where a command writes a model: `out` itself, or `<out>/<name>/` of a multi-model repository when `--name`
-    is given (mfd_common.model_store's rule). A bad name or folder exits 2 with one line naming it."""
+    is given (mfd_common.model_store's rule). A bad name or folder: one line naming it on stderr and None (the
+    command exits 2)."""
     if name is None:
         return Path(out)
     try:
         return named_model_dir(out, name)
     except (ModelStoreError, ValueError) as err:
         print(f"{prog}: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-
+        return None
