@@ -41,7 +41,7 @@ test: setup tools
 	$(PY) -m pytest
 
 # The paper's claims on a converged demo run (MFD vs baseline, the CI preset of
-# training/evaluation/demo_preset.py run for PAPER_EPOCHS = 60 epochs each; about 26 min on 2 idle cores, timeout 40 min).
+# training/evaluation/demo_preset.py run for PAPER_EPOCHS = 40 epochs each; about 13 min on 2 idle cores, timeout 40 min).
 test-paper: setup
 	$(PY) -m pytest -m paper tests/test_training_demo.py
 

@@ -1,9 +1,10 @@
 """Bench: the demo claims' margins over training seeds and torch thread counts (`python -m bench.demo_claims_sweep`).
 
 Why: a scientific claim tested near its threshold fails on some other CPU. This trains the MFD/baseline pair of
-`tests/test_training_demo.py` (same data, same preset) for each (seed, threads), prints each run's claim margins
-(`training.evaluation.demo_claims`) and the min / median / max per claim, so the test's thresholds can be set below the
-worst run with room. The pair trains side by side, one process per model, as the test fixture does.
+`tests/test_training_demo.py` (the claims flavour of the demo data, same preset) for each (seed, threads), prints
+each run's claim margins (`training.evaluation.demo_claims`) and the min / median / max per claim, so the test's
+thresholds can be set below the worst run with room. The pair trains side by side, one process per model, as the
+test fixture does.
 
     python -m bench.demo_claims_sweep --seeds 0 1 2 3 4 --threads 1 2 --out build/claims_sweep
 """
@@ -22,7 +23,7 @@ import numpy as np
 
 from training.evaluation.demo_claims import claims, gc_readouts
 from training.data.demo_genome import generate
-from training.evaluation.demo_preset import DEMO_CI_OVERRIDES
+from training.evaluation.demo_preset import DEMO_CI_OVERRIDES, claims_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data_dir = args.out / "demo_data"
     if not (data_dir / "config.yaml").exists():
-        generate(data_dir)
+        generate(data_dir, claims_spec())
     extra = dict(item.split("=", 1) for item in args.set)
     rows = []
     for threads in args.threads:

@@ -176,3 +176,42 @@ def test_load_training_data_from_demo_and_clear_errors(tiny_demo_dir, tmp_path):
     peak.write_text("\n".join(lines) + "\n")
     with pytest.raises(PeakFileError, match=r"DEMO003.narrowPeak:5: unknown chromosome 'chrom"):
         load_training_data(load_config(broken / "config.yaml"))
+
+
+def test_restoring_gc_keeps_the_bin_count_and_leaves_motif_bases_alone():
+    from training.data.demo_genome import _restore_gc
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        bin_seq = rng.integers(0, 4, size=128).astype(np.uint8)
+        gc_before = int(np.isin(bin_seq, (1, 2)).sum())
+        mask = np.zeros(128, dtype=bool)
+        start = int(rng.integers(0, 100))
+        mask[start:start + 25] = True
+        bin_seq[mask] = rng.choice((0, 3) if trial % 2 else (1, 2), size=25)   # an AT- or GC-rich motif
+        motif = bin_seq[mask].copy()
+        _restore_gc(bin_seq, mask, gc_before, rng)
+        assert int(np.isin(bin_seq, (1, 2)).sum()) == gc_before
+        assert np.array_equal(bin_seq[mask], motif)
+
+
+def test_gc_neutral_flavour_makes_motif_presence_independent_of_gc(tmp_path):
+    """The default demo ties motif presence to GC (CTCF is GC-rich, GATA1 and SPI1 AT-rich); the claims flavour
+    does not (the generator is deterministic: measured |corr| <= 0.046 here, against 0.14-0.18 for CTCF by default)."""
+    from training.data.demo_genome import DEFAULT_CHROMOSOMES, DemoSpec, generate
+    chroms = {name: (length // 4 // 128) * 128 for name, length in DEFAULT_CHROMOSOMES.items()}
+    out = generate(tmp_path / "claims", DemoSpec(chroms, seed=1, motif_bin_rate=0.12, copies=3, gc_neutral=True))
+    truth = np.load(out / "truth.npz")
+    gc = np.concatenate([truth[f"gc/{c}"] for c in chroms])
+    motif = np.concatenate([truth[f"motif/{c}"] for c in chroms])
+    for tf in range(5):
+        assert abs(np.corrcoef(motif == tf, gc)[0, 1]) < 0.1, tf
+
+
+@pytest.mark.parametrize("option, value", [("--copies", "0"), ("--copies", "5"), ("--motif-bin-rate", "0.3"),
+                                           ("--motif-bin-rate", "nan"), ("--scale", "-1")])
+def test_demo_data_bad_option_exits_2_with_one_line(tmp_path, capsys, option, value):
+    from training import demo_data
+    assert demo_data.main(["--out", str(tmp_path / "d"), option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {option}:"), err
+    assert not (tmp_path / "d").exists()
