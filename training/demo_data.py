@@ -12,18 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .data.demo_genome import BIN, COPIES, DEFAULT_CHROMOSOMES, MOTIF_BIN_RATE, TRACKS, DemoSpec, generate
-
-
-def _argument_error(args: argparse.Namespace) -> str | None:
-    """The first out-of-range option, as one line naming it, or None."""
-    if not args.scale > 0:
-        return f"--scale: must be > 0, got {args.scale}"
-    if not 0 < args.motif_bin_rate <= 0.2:
-        return f"--motif-bin-rate: must be in (0, 0.2] (five TFs share each bin's draw), got {args.motif_bin_rate}"
-    if not 1 <= args.copies <= 4:
-        return f"--copies: must be 1-4 (each instance needs its own slot of the 128-bp bin), got {args.copies}"
-    return None
+from .data.demo_genome import (BIN, COPIES, DEFAULT_CHROMOSOMES, MAX_COPIES, MOTIF_BIN_RATE, TRACKS, DemoSpec,
+                               DemoSpecError, generate)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,17 +24,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--motif-bin-rate", type=float, default=MOTIF_BIN_RATE,
                         help=f"per TF: share of 128-bp bins holding a motif site (default {MOTIF_BIN_RATE})")
     parser.add_argument("--copies", type=int, default=COPIES,
-                        help=f"motif instances per site, 1-4 (default {COPIES}: a homotypic pair)")
+                        help=f"motif instances per site, 1-{MAX_COPIES} (default {COPIES}: a homotypic pair)")
     parser.add_argument("--gc-neutral", action="store_true",
                         help="planting a site leaves its bin's GC as it was (motifs independent of the GC artefact)")
     args = parser.parse_args(argv)
-    error = _argument_error(args)
-    if error:
-        print(f"error: {error}", file=sys.stderr)
+    if not args.scale > 0:
+        print(f"error: --scale: must be > 0, got {args.scale}", file=sys.stderr)
         return 2
     chroms = {c: int(round(n * args.scale / BIN)) * BIN for c, n in DEFAULT_CHROMOSOMES.items()}
-    out = generate(args.out, DemoSpec(chroms, seed=args.seed, motif_bin_rate=args.motif_bin_rate, copies=args.copies,
-                                         gc_neutral=args.gc_neutral))
+    try:
+        spec = DemoSpec(chroms, seed=args.seed, motif_bin_rate=args.motif_bin_rate, copies=args.copies,
+                        gc_neutral=args.gc_neutral)
+    except DemoSpecError as err:   # the spec's field is this command's option of the same name
+        print(f"error: --{err.field.replace('_', '-')}: {err.reason}", file=sys.stderr)
+        return 2
+    out = generate(args.out, spec)
     print(f"wrote demo data to {out}/ ({sum(chroms.values()) / 1e6:.2f} Mb, {len(TRACKS)} tracks); "
           f"train with: python -m training.train --config {out}/config.yaml")
     return 0

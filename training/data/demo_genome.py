@@ -19,7 +19,7 @@ The genome has a GC landscape (segments of varying GC) so GC-rich bins exist wit
 `training.evaluation.demo_preset` plants denser sites of three instances each, GC-neutral (`_restore_gc`), so that
 a C=30 trunk finds every motif early and the biology is independent of the GC artefact by construction.
 
-Outputs (all deterministic for a given seed and spec): genome.fa, peaks/<id>.narrowPeak, tracks.tsv, config.yaml (copied
+Outputs (deterministic for a given spec): genome.fa, peaks/<id>.narrowPeak, tracks.tsv, config.yaml (copied
 from training/configs/demo.yaml) and truth.npz / truth.json with per-bin GC and motif presence and each track's
 technical parameters, so tests can compare a model's read-outs with the planted truth.
 
@@ -109,6 +109,7 @@ BIN = BIN_SIZE
 MOTIF_BIN_RATE = 0.08      # per TF: share of bins holding one instance of its motif
 SHARPEN = 2.0              # sample instances from PFM**2 (renormalised): high-affinity sites
 COPIES = 2                 # motif instances per site (homotypic pair, one per half-bin)
+MAX_COPIES = 4             # each instance needs a slot of BIN // copies bases wider than the longest motif (20)
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"   # training/configs/
 TEMPLATE = CONFIGS / "demo.yaml"
 MAPPING_TEMPLATE = CONFIGS / "demo_mapping.yaml"
@@ -121,6 +122,24 @@ class DemoSpec:
     motif_bin_rate: float = MOTIF_BIN_RATE
     copies: int = COPIES
     gc_neutral: bool = False   # planting a site leaves its bin's GC count as it was (see _restore_gc)
+
+    def __post_init__(self) -> None:
+        # checked here, not only in the command: an out-of-range spec would otherwise fail deep in the planting loop
+        max_rate = 1 / len(JASPAR)
+        if not 0 < self.motif_bin_rate <= max_rate:
+            raise DemoSpecError("motif_bin_rate", f"must be in (0, {max_rate:g}] ({len(JASPAR)} TFs share each bin's "
+                                                  f"draw), got {self.motif_bin_rate}")
+        if not 1 <= self.copies <= MAX_COPIES:
+            raise DemoSpecError("copies", f"must be 1-{MAX_COPIES} (each instance needs its own slot of the "
+                                          f"{BIN}-bp bin), got {self.copies}")
+
+
+class DemoSpecError(ValueError):
+    """An out-of-range `DemoSpec` field, named so a command can report it as its own option."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
 
 
 DEFAULT_CHROMOSOMES = {"chr1": 320_000, "chr2": 256_000, "chr3": 256_000, "chr4": 96_000, "chr5": 96_000}
@@ -160,7 +179,7 @@ def _restore_gc(bin_seq: np.ndarray, motif_mask: np.ndarray, gc_before: int, rng
     """Flip non-motif bases of one bin (in place) until its G+C count is `gc_before` again.
 
     Why: an AT-rich motif (GATA1) planted into a bin lowers the bin's GC, so motif presence and GC become correlated
-    by construction (about -0.27 for GATA1 at three copies). The GC-biased lab's artefacts follow GC, so a model
+    by construction (-0.16 for GATA1 at three copies, measured). The GC-biased lab's artefacts follow GC, so a model
     whose biological read-out must be independent of its technical one would then be charged for separating two
     signals the generator had tied together. With the bin's GC restored, the biology is independent of the
     artefact by construction, which is the setting the paper's claims are about.
