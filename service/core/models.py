@@ -49,8 +49,9 @@ def open_models(settings: Settings) -> ModelStore:
     return store
 
 
-def not_found(name: Any, known: list[str]) -> RequestError:
-    return RequestError("model", str(UnknownModelError(str(name), known)), known, status=404, kind="not_found")
+def not_found(name: Any, known: list[str], field: str = "model") -> RequestError:
+    """404 `not_found` for an unknown model name, on the request field that named it."""
+    return RequestError(field, str(UnknownModelError(str(name), known)), known, status=404, kind="not_found")
 
 
 class ModelRegistry:
@@ -96,9 +97,7 @@ class ModelRegistry:
             return self.engines[self.store.default]
         engine = self.engines.get(name)
         if engine is None:
-            error = not_found(name, self.names)
-            error.field = field
-            raise error
+            raise not_found(name, self.names, field)
         return engine
 
     async def start(self) -> None:

@@ -4,8 +4,9 @@ data.
 No real genome can be downloaded here, so we plant the truth and check that MFD recovers it:
 
 Biology — real TF motifs from JASPAR 2024 (count matrices below, cited by matrix ID) are sampled into ~8 % of the
-128-bp bins each, as homotypic pairs (two instances per site, as in many enhancers). A motif instance is bound in a biosample when the TF is active there (site occupancy drawn once
-per site, so the same strong sites are bound across biosamples, as in real data):
+128-bp bins each, as homotypic pairs (two instances per site, as in many enhancers; the claims flavour plants three
+per site in 12 % of bins, see `DemoSpec`). A motif instance is bound in a biosample when the TF is active there (site
+occupancy drawn once per site, so the same strong sites are bound across biosamples, as in real data):
     K562: GATA1, CTCF, CEBPB    HepG2: HNF4A, CEBPB, CTCF    GM12878: SPI1, CTCF
 Technique — what the experiment adds or loses, independent of the biology:
     * peak depth: each track calls only its strongest bound sites (fraction `depth`, set by lab and assay and
@@ -203,7 +204,8 @@ def generate(out: str | Path, spec: DemoSpec | None = None) -> Path:
     log_odds = {tf: np.log(pfm_probabilities(JASPAR[tf][1]) / 0.25) for tf in tfs}
 
     truth: dict[str, np.ndarray] = {}
-    sites: dict[str, list[tuple[int, int, int, float, float]]] = {tf: [] for tf in tfs}  # chrom idx, bin, centre, strength, occupancy
+    # per TF: (chrom idx, bin, centre, strength, occupancy)
+    sites: dict[str, list[tuple[int, int, int, float, float]]] = {tf: [] for tf in tfs}
     fasta_lines: list[str] = []
     chrom_names = list(spec.chromosomes)
     for ci, (chrom, length) in enumerate(spec.chromosomes.items()):
@@ -263,8 +265,8 @@ def generate(out: str | Path, spec: DemoSpec | None = None) -> Path:
         for ci, b, centre, strength, occupancy in tf_sites:
             if occupancy < activity and strength >= threshold:
                 half = int(rng.integers(20, 45))
-                peaks.append((chrom_names[ci], max(centre - half, 0), min(centre + half, spec.chromosomes[chrom_names[ci]]),
-                              float(strength)))
+                end = min(centre + half, spec.chromosomes[chrom_names[ci]])
+                peaks.append((chrom_names[ci], max(centre - half, 0), end, float(strength)))
                 n_bound += 1
         n_artefacts = 0
         for chrom in chrom_names:
