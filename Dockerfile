@@ -31,7 +31,7 @@ ENV PATH=/opt/venv/bin:$PATH
 RUN --mount=type=bind,source=docker/wheels,target=/wheels \
     --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
-    pip install --find-links /wheels ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"} \
+    pip install --no-compile --find-links /wheels ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"} \
         "torch==${TORCH_VERSION}" \
     && python -c "import torch, sys; sys.exit(torch.version.cuda is not None)"
 WORKDIR /src
@@ -46,7 +46,7 @@ COPY mfd/ mfd/
 RUN --mount=type=bind,source=docker/wheels,target=/wheels \
     --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
-    pip install --find-links /wheels ".[serve]" \
+    pip install --no-compile --find-links /wheels ".[serve]" \
     && python -c "import torch, sys; sys.exit(torch.version.cuda is not None)" \
     && torch_dir="$(python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" \
     && rm -rf "${torch_dir}/test" "${torch_dir}/include" \
