@@ -23,12 +23,12 @@ demo pair get exactly these overrides; the baseline then changes only its head a
   zero, Adam at lr 1e-3 spends ~1/lr steps on base rates, most of a CPU budget);
 * `train.batch_size` 32: the flavour has 4.3k training windows; 135 steps an epoch instead of 68;
 * `penalty.warmup_steps` 2400 (~18 epochs, longer than the run): the covariance norm of a 32-window batch has a
-  noise floor (≈ 30/√32 ≈ 5 for 30×30 independent features), and its gradient holds back the discovery of new
-  motif features: at full strength from step 0 MFD never found HNF4A on the default data; ramped over 900 steps
-  (~7 epochs) MFD still found HNF4A late on most seeds of this flavour (seed 0 at 15 epochs: AUROC gap 0.016,
-  seed 3: 0.032). Ramped over the whole run, the penalty grows while the motifs are found and still moves the GC
-  artefact out of the biological read-out (seed 0 at 15 epochs: gap 0.002, bio~GC share 0.096). The ramp is a
-  penalty setting, so the models still differ only in head and penalty;
+  noise floor (≈ 30/√32 ≈ 5 for 30×30 independent features). At full strength from step 0 MFD never found HNF4A on
+  the default data; on this flavour, seed 0 at 15 epochs gave AUROC gap 0.016 / 0.008 / 0.002 and bio~GC share
+  0.114 / 0.216 / 0.096 ramped over 900 / 1600 / 2400 steps. Those differences are of the size another seed makes:
+  a control with the penalty off lags the baseline as much on seeds 3 and 4, so what MFD's learning curve waits
+  for is its head, not the penalty (docs/reproducibility.md, point 4). The ramp is a penalty setting, so the models
+  still differ only in head and penalty;
 * `train.epochs` 15: the baseline's validation AUROC is flat from epoch ~12 on every seed measured.
 """
 from __future__ import annotations
