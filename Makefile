@@ -45,7 +45,7 @@ test: setup tools
 test-paper: setup
 	$(PY) -m pytest -m paper tests/test_training_demo.py
 
-# The container image build + run alone (podman, mmdebstrap base; 3-8 minutes; also part of `make test`).
+# The container image build + run alone (podman, mmdebstrap base; 2-4 minutes; also part of `make test`).
 image-test: setup tools
 	$(PY) -m pytest -m image
 
