@@ -2,8 +2,8 @@
 run it: scripts/image_test.sh checks the non-root user, CPU torch 2.13.0, the image's own HEALTHCHECK, /livez,
 /metadata, a real /predict, /metrics, the gRPC port, and that SIGTERM stops it within seconds with exit status 0.
 
-Slow (about 2-3 minutes on a clean 2-core machine: Debian base ~30 s, the build ~80 s with pip --no-compile, run
-~40 s); a rebuild with unchanged sources reuses podman's layer cache under build/podman.
+Slow (about 2.5 minutes from a fresh clone on 2 cores: Debian base ~35 s, the build ~100-110 s with pip --no-compile,
+run ~15 s); a rebuild with unchanged sources reuses podman's layer cache under build/podman.
 """
 from __future__ import annotations
 
