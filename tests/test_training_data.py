@@ -198,8 +198,9 @@ def test_gc_neutral_flavour_makes_motif_presence_independent_of_gc(tmp_path):
     """The default demo ties motif presence to GC (CTCF is GC-rich, GATA1 and SPI1 AT-rich); the claims flavour
     does not (the generator is deterministic: measured |corr| <= 0.046 here, against 0.14-0.18 for CTCF by default)."""
     from training.data.demo_genome import DEFAULT_CHROMOSOMES, DemoSpec, generate
+    from training.evaluation.demo_preset import DEMO_CI_DATA
     chroms = {name: (length // 4 // 128) * 128 for name, length in DEFAULT_CHROMOSOMES.items()}
-    out = generate(tmp_path / "claims", DemoSpec(chroms, seed=1, motif_bin_rate=0.12, copies=3, gc_neutral=True))
+    out = generate(tmp_path / "claims", DemoSpec(chroms, seed=1, **DEMO_CI_DATA))  # type: ignore[arg-type]
     truth = np.load(out / "truth.npz")
     gc = np.concatenate([truth[f"gc/{c}"] for c in chroms])
     motif = np.concatenate([truth[f"motif/{c}"] for c in chroms])
